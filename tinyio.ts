@@ -1,0 +1,1457 @@
+/**
+ * # tinyio: a dead-simple event loop, in one file you can read
+ *
+ * Today we build an event loop together. Not a toy: the real thing, with
+ * structured cancellation, timers, threads and a bridge to promises, in one
+ * file that you can read from top to bottom and copy into your project.
+ *
+ * Coroutines are plain generator functions. A coroutine `yield`s what it
+ * waits for, and the loop resumes it with the answer:
+ *
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ *
+ * function* slowAddOne(x: number): tinyio.Coro<number> {
+ *   yield tinyio.sleep(100);
+ *   return x + 1;
+ * }
+ *
+ * function* main(): tinyio.Coro<number[]> {
+ *   const [four, five] = yield [slowAddOne(3), slowAddOne(4)];
+ *   return [four, five];
+ * }
+ *
+ * console.log(new tinyio.Loop().run(main())); // [4, 5], after 100 ms
+ * ```
+ *
+ * If any coroutine throws, every other coroutine gets a {@link CancelledError}
+ * at its `yield` (so its `finally` blocks run), work in threads is stopped,
+ * and the original error comes out of `run`.
+ *
+ * The whole public API:
+ * - the loop: {@link Loop} (`run`), {@link Coro}, {@link CancelledError};
+ * - time: {@link sleep}, {@link timeout}, {@link TimeoutError};
+ * - synchronisation: {@link Event}, {@link Semaphore}, {@link Lock},
+ *   {@link Barrier}, {@link asCompleted}, {@link all};
+ * - threads: {@link runInThread}, {@link ThreadPool};
+ * - promises: {@link toPromise}, {@link fromPromise};
+ * - isolation: {@link isolate}, {@link copy}.
+ *
+ * Units are milliseconds everywhere, as with `setTimeout`.
+ *
+ * @module
+ */
+
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+
+// The map before the territory
+// ----------------------------
+//
+// The whole loop rests on one idea. When a coroutine yields, the loop makes a
+// small record for it, a `Waiter`: "resume this coroutine once N things have
+// finished". Each of those things keeps a reference to the record and
+// counts it down by one when it finishes; at zero, the coroutine joins the
+// back of the run queue. A thing that can finish is either another
+// coroutine or a `Wait` on an `Event` (which may also time out). That is
+// all: sleeping, threads, promises and nested loops are built out of those
+// two, so one mechanism wakes everything.
+//
+// Here is one step. `main` is first in the queue; it yields `[a, b]`:
+//
+//     queue: [main, c]            queue: [c, a, b]
+//     waiting: {}          ==>    waiting: { a: [W], b: [W] }    W = Waiter(main, count 2)
+//                                               ^^^ main waits on a and b
+//
+// `a` and `b` were new, so the loop started them (at the back of the queue).
+// When `a` returns, W counts down to 1; when `b` returns, to 0, and `main` is
+// queued again, to be resumed with `[resultOfA, resultOfB]`.
+
+// Vocabulary
+// ----------
+
+/**
+ * A coroutine: any generator object. `R` is what it returns; what it yields
+ * is what it waits for (see {@link Yieldable}); what it is resumed with is
+ * untyped (use `yield*` or {@link all} for typed results).
+ */
+export type Coro<R = any> = Generator<Yieldable, R, any>;
+
+/**
+ * What a coroutine may yield: nothing (`yield;`, to let others run), a
+ * coroutine (wait for it), an array of coroutines (wait for all of them), or
+ * a `Set` of coroutines (start them in the background). `event.wait()`,
+ * `sleep(ms)` and the other waits of this API are coroutines too.
+ */
+export type Yieldable = void | undefined | Coro | readonly Coro[] | Set<Coro>;
+
+/** Options of {@link Loop.run}, {@link toPromise} and {@link isolate}. */
+export type RunOptions = {
+  /**
+   * What to throw when a coroutine fails. Unset: the original error, or an
+   * `AggregateError` (original first) if other coroutines raised something
+   * other than `CancelledError` while being cancelled. `false`: always the
+   * original error alone. `true`: always an `AggregateError` holding the
+   * original error, then every error raised during cancellation,
+   * `CancelledError`s included.
+   */
+  exceptionGroup?: boolean;
+};
+
+/**
+ * Thrown into every unfinished coroutine at its `yield` when another
+ * coroutine of the loop fails. Let it propagate once you have cleaned up.
+ */
+export class CancelledError extends Error {
+  override name = "CancelledError";
+}
+
+/** Thrown into a coroutine at its `yield` when its {@link timeout} expires. */
+export class TimeoutError extends Error {
+  override name = "TimeoutError";
+}
+
+// The loop's bookkeeping never holds an error as "no error": we use this
+// marker instead of `undefined`, since JavaScript can `throw undefined`.
+const NONE: unique symbol = Symbol("none");
+
+// When a coroutine times out, the loop stores this in place of its result:
+// anyone who waits on it later gets the `TimeoutError` thrown in.
+class Failed {
+  error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
+
+// The wake word
+// -------------
+//
+// A loop with nothing to run must sleep until something can wake it: the
+// soonest timer, a worker thread's answer, or (when the loop runs beside
+// Node's own event loop) an `Event.set()` called from a promise callback.
+// All of these notify one 32-bit word in shared memory. The loop reads the
+// word before it looks for work, and then sleeps with `Atomics.wait` "while
+// the word still holds what I read". Anything that changed the word in
+// between makes the sleep return at once, so no wake-up is ever lost, and
+// nothing polls. Worker threads get the same buffer, so they can wake us.
+const wake = new Int32Array(new SharedArrayBuffer(4));
+
+function notify(): void {
+  Atomics.add(wake, 0, 1);
+  Atomics.notify(wake, 0);
+}
+
+// Waiting: the counter, events and timers
+// ---------------------------------------
+//
+// Every coroutine the loop runs has a `Task`: the generator, what the loop
+// will resume it with, and the `Waiter`s of the coroutines that wait on it.
+
+class Task {
+  coro: Coro;
+  // Resume with this value, or throw this error in (unless it is NONE).
+  value: unknown = undefined;
+  error: unknown = NONE;
+  // What the task is suspended on; null when it is runnable (or running).
+  waiting: Waiter | null = null;
+  // Who waits on this task; made on first use, since most tasks have one.
+  waiters: Waiter[] | null = null;
+  // Set once the task was given its CancelledError.
+  cancelled = false;
+  constructor(coro: Coro) {
+    this.coro = coro;
+  }
+}
+
+// The counter of "the map" above. It remembers what was yielded, so that
+// the loop can collect the results when the count reaches zero. A waiter
+// whose task is null was abandoned (its task was interrupted and has moved
+// on): late count-downs are ignored.
+class Waiter {
+  loop: Loop;
+  task: Task | null;
+  yielded: unknown;
+  count: number;
+  constructor(loop: Loop, task: Task, yielded: unknown, count: number) {
+    this.loop = loop;
+    this.task = task;
+    this.yielded = yielded;
+    this.count = count;
+  }
+
+  countDown(): void {
+    if (this.task !== null && --this.count === 0) this.loop.wake(this.task);
+  }
+
+  // Drop every event wait of this record, counting each down as if it had
+  // fired. Used when a task is interrupted and when the loop crashes.
+  dropWaits(): void {
+    const items = Array.isArray(this.yielded) ? this.yielded : [this.yielded];
+    for (const item of items) if (item instanceof Wait) item.fire();
+  }
+}
+
+/**
+ * A flag that coroutines can wait for. `set()` wakes every waiter; `clear()`
+ * lowers the flag for future waits. Test it with `isSet()`: an `Event` used
+ * as a boolean (`if (event)`) is always true, which is never what you mean.
+ *
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const ready = new tinyio.Event();
+ * function* waiter() { yield ready.wait(); return "woken"; }
+ * function* setter() { yield tinyio.sleep(10); ready.set(); }
+ * function* main() { return yield [waiter(), setter()]; }
+ * console.log(new tinyio.Loop().run(main())); // ["woken", undefined]
+ * ```
+ */
+export class Event {
+  #flag = false;
+  /** @internal The waits registered on this event and not yet fired. */
+  waits = new Set<Wait>();
+
+  /** Whether the flag is set. */
+  isSet(): boolean {
+    return this.#flag;
+  }
+
+  /**
+   * Sets the flag and wakes every coroutine waiting on it. Safe to call
+   * from outside the loop (a promise callback, a Node timer): the loop is
+   * woken through its wake word.
+   */
+  set(): void {
+    if (this.#flag) return;
+    this.#flag = true;
+    for (const wait of this.waits) wait.fire();
+    notify();
+  }
+
+  /**
+   * Lowers the flag. Coroutines already woken by `set()` stay woken, even if
+   * they have not run yet.
+   */
+  clear(): void {
+    this.#flag = false;
+  }
+
+  /**
+   * A coroutine that finishes when the flag is set, or when `timeoutMs`
+   * have passed, whichever is first. Check `isSet()` afterwards to tell
+   * which. Yield each `wait()` once; make a new one to wait again.
+   * @param timeoutMs optional; a non-negative number of milliseconds.
+   */
+  wait(timeoutMs?: number): Coro<void> {
+    if (timeoutMs !== undefined) checkMs(timeoutMs, "event.wait(timeoutMs)");
+    return new Wait(this, timeoutMs ?? Infinity) as unknown as Coro<void>;
+  }
+}
+
+// Why does a wait that fired stay fired, even if the event is cleared
+// before the coroutine runs? Because `set(); clear();` is a pulse that says
+// "it happened": a coroutine that was waiting for it must hear of it. And a
+// wait that timed out stays timed out, even if the event is set a moment
+// later: the coroutine has been told "time is up" and must not be told
+// twice.
+
+// A `Wait` is what `event.wait(ms)` returns: the one thing besides a
+// coroutine that the loop knows how to wait on. To let `yield*` and
+// `loop.run` treat it like any coroutine, it is also a tiny hand-written
+// generator: the first `next()` yields the wait itself (to the loop, which
+// registers it), the second returns. Timed waits sit in a timer heap.
+class Wait {
+  event: Event;
+  ms: number;
+  deadline = Infinity;
+  waiter: Waiter | null = null;
+  // `fired`: counted down already (set, timed out or dropped); never twice.
+  fired = false;
+  used = false;
+  // A shielded wait may still be yielded by a cancelled coroutine: it is how
+  // a thread call waits for its thread to stop (see "Threads").
+  shield = false;
+  #stepped = false;
+  constructor(event: Event, ms: number) {
+    this.event = event;
+    this.ms = ms;
+  }
+
+  register(loop: Loop, waiter: Waiter): void {
+    this.used = true;
+    this.waiter = waiter;
+    if (this.event.isSet()) return this.fire();
+    this.event.waits.add(this);
+    if (this.ms === Infinity) return;
+    this.deadline = performance.now() + this.ms;
+    heapPush(loop.timers, this);
+  }
+
+  fire(): void {
+    if (this.fired) return;
+    this.fired = true;
+    this.event.waits.delete(this);
+    this.waiter?.countDown();
+  }
+
+  // The generator protocol, so that a wait can go wherever a coroutine can.
+  next(): IteratorResult<Wait, undefined> {
+    if (this.#stepped) return { value: undefined, done: true };
+    this.#stepped = true;
+    return { value: this, done: false };
+  }
+  throw(error: unknown): never {
+    throw error;
+  }
+  return(value: unknown): IteratorResult<never, unknown> {
+    return { value, done: true };
+  }
+  [Symbol.iterator](): this {
+    return this;
+  }
+}
+
+// The timer heap: a binary min-heap of waits by deadline, so the soonest is
+// always at index 0, and adding or removing one costs O(log n). A wait that
+// fired early (its event was set) stays in the heap until it reaches the
+// top, where the loop throws it away: cheaper than searching for it.
+function heapPush(heap: Wait[], wait: Wait): void {
+  let i = heap.push(wait) - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent].deadline <= wait.deadline) break;
+    heap[i] = heap[parent];
+    i = parent;
+  }
+  heap[i] = wait;
+}
+
+function heapPop(heap: Wait[]): Wait {
+  const top = heap[0];
+  const last = heap.pop()!;
+  if (heap.length === 0) return top;
+  let i = 0;
+  for (let child = 1; child < heap.length; child = 2 * i + 1) {
+    if (child + 1 < heap.length && heap[child + 1].deadline < heap[child].deadline) child++;
+    if (heap[child].deadline >= last.deadline) break;
+    heap[i] = heap[child];
+    i = child;
+  }
+  heap[i] = last;
+  return top;
+}
+
+// The loop
+// --------
+//
+// The loop's state is four pieces: `queue`, the tasks ready to run, in order;
+// `tasks`, every coroutine started and not yet finished; `timers`, the heap
+// above; and `results`, what finished coroutines returned. Results live in a
+// `WeakMap`, so a coroutine finished in one `run` can be yielded again in a
+// later `run` of the same loop, yet the loop keeps nothing alive that you
+// dropped.
+
+// The loop whose coroutines are being stepped right now (`timeout` and
+// `isolate` need it), and the wake word's value when threads were last polled.
+let current: Loop | null = null;
+let polledAt = -1;
+
+// How long a busy loop runs before it lets its driver breathe (see
+// `toPromise`: Node's own event loop needs a turn every few milliseconds).
+const SLICE_MS = 5;
+
+/**
+ * An event loop for tinyio coroutines. A loop may be run many times; what
+ * its coroutines returned is remembered (weakly) across runs.
+ *
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* double(x: number) { yield; return 2 * x; }
+ * const loop = new tinyio.Loop();
+ * console.log(loop.run(double(21))); // 42
+ * ```
+ */
+export class Loop {
+  /** @internal */ queue: Task[] = [];
+  /** @internal */ tasks = new Map<Coro, Task>();
+  /** @internal */ timers: Wait[] = [];
+  /** @internal */ results = new WeakMap<Coro, unknown>();
+  /** @internal The error that crashed the run, then the errors raised while cancelling. */
+  crash: { error: unknown; errors: unknown[] } | null = null;
+  /** @internal The wake word's value when the loop last looked for work. */
+  seen = 0;
+  /** @internal Whether the thread blocks while we wait (the synchronous `run`). */
+  blocking = true;
+  /** @internal Set by `isolate` while this nested loop has nothing to do. */
+  parked: Event | null = null;
+  #running = false;
+
+  /**
+   * Runs `coro` and every coroutine it starts until all have finished, and
+   * returns what `coro` returned. Blocks the calling thread while it waits
+   * (for a timer or a thread), without polling. If a coroutine throws, all
+   * others are cancelled and the error is thrown here.
+   * @param coro a generator object (call your generator function).
+   * @param options see {@link RunOptions}.
+   */
+  run<R>(coro: Coro<R>, options?: RunOptions): R {
+    const runtime = this.start(coro, options, true);
+    let step = runtime.next();
+    while (!step.done) {
+      if (step.value === Infinity && busy.size === 0) step = runtime.throw(deadlock());
+      else {
+        if (step.value > 0) Atomics.wait(wake, 0, this.seen, step.value);
+        step = runtime.next();
+      }
+    }
+    return step.value;
+  }
+
+  /** @internal Checks the arguments, then hands back the stepping core. */
+  start(coro: Coro, options: RunOptions = {}, blocking: boolean): Generator<number, any, void> {
+    if (!isCoro(coro)) throw new TypeError(`Loop.run needs a coroutine (a generator object), but got ${describe(coro)}. Did you forget to call the generator function: run(main()) rather than run(main)?`);
+    if (this.#running) throw new Error("This loop is currently running: a coroutine cannot run the loop it runs on. To wait for a coroutine, yield it; to run a separate loop inside a coroutine, make a new Loop().");
+    this.#running = true;
+    this.blocking = blocking;
+    return this.#runtime(coro, options);
+  }
+
+  // One core, two drivers. The stepping core is itself a generator: it runs
+  // coroutines while any is runnable, and when none is, it yields how long
+  // it may sleep (Infinity: until woken; 0: "still busy, but take a
+  // breath"). Whoever drives it decides how to sleep: `run` blocks the
+  // thread with `Atomics.wait`; `toPromise` awaits, so Node's own event loop
+  // runs meanwhile; `isolate` waits as a coroutine of an outer loop. A
+  // driver reports trouble (a deadlock, an aborted signal) by throwing it in
+  // at that `yield`, where it crashes the loop like a coroutine's error.
+  *#runtime(root: Coro, options: RunOptions): Generator<number, any, void> {
+    const outer = current;
+    let sliceStart = performance.now();
+    try {
+      this.#startTask(root);
+      while (this.tasks.size > 0) {
+        current = this;
+        const now = this.#collectWakeUps();
+        // Loop invariant: every task in `queue` is also in `tasks`.
+        const batch = this.queue;
+        this.queue = [];
+        for (const task of batch) this.#step(task);
+        current = outer;
+        if (this.queue.length > 0) {
+          if (now - sliceStart < SLICE_MS) continue;
+          sliceStart = now;
+          yield 0;
+        } else if (this.tasks.size > 0) {
+          try {
+            yield this.#sleepTime();
+          } catch (error) {
+            this.#crash(error);
+          }
+          sliceStart = performance.now();
+        }
+      }
+      return this.#outcome(root, options);
+    } finally {
+      current = outer;
+      this.timers = [];
+      this.crash = null;
+      this.#running = false;
+    }
+  }
+
+  // Before each batch we gather what woke us: thread answers (only if the
+  // wake word moved since we last looked) and timers that are due. Each of
+  // those counts a waiter down, which may queue its task.
+  #collectWakeUps(): number {
+    this.seen = Atomics.load(wake, 0);
+    if (busy.size > 0 && this.seen !== polledAt) {
+      polledAt = this.seen;
+      pollThreads();
+    }
+    const now = performance.now();
+    while (this.timers.length > 0 && this.timers[0].deadline <= now) heapPop(this.timers).fire();
+    return now;
+  }
+
+  // How long the driver may sleep: until the soonest timer that still
+  // matters. Waits that fired early are thrown away on the way.
+  #sleepTime(): number {
+    while (this.timers.length > 0 && this.timers[0].fired) heapPop(this.timers);
+    if (this.timers.length === 0) return Infinity;
+    return Math.max(this.timers[0].deadline - performance.now(), 0.001);
+  }
+
+  /** @internal Queues a task whose waiter reached zero. */
+  wake(task: Task): void {
+    this.queue.push(task);
+    this.parked?.set();
+  }
+
+  #startTask(coro: Coro): Task {
+    const task = new Task(coro);
+    this.tasks.set(coro, task);
+    this.queue.push(task);
+    return task;
+  }
+
+  // One step: resume the task with its value (or throw its error in), then
+  // look at what it did. It may have returned, thrown, or yielded again.
+  #step(task: Task): void {
+    let out: IteratorResult<unknown>;
+    try {
+      out = this.#resume(task);
+    } catch (error) {
+      return this.#finish(task, error, true);
+    }
+    if (task.cancelled && (out.done || !(out.value instanceof Wait && out.value.shield))) {
+      // It caught its CancelledError and carried on: we do not resume it.
+      warnSwallowed(out);
+      return this.#finish(task, undefined, false);
+    }
+    if (out.done) this.#finish(task, out.value, false);
+    else this.#schedule(task, out.value);
+  }
+
+  #resume(task: Task): IteratorResult<unknown> {
+    if (this.crash !== null && !task.cancelled) {
+      task.cancelled = true;
+      task.waiting = null;
+      return task.coro.throw(new CancelledError("Cancelled, because another coroutine of the loop failed."));
+    }
+    let error = task.error;
+    let value = task.value;
+    task.error = NONE;
+    task.value = undefined;
+    if (task.waiting !== null && error === NONE) {
+      try {
+        value = this.#collect(task.waiting.yielded);
+      } catch (failure) {
+        error = failure;
+      }
+    }
+    task.waiting = null;
+    return error === NONE ? task.coro.next(value) : task.coro.throw(error);
+  }
+
+  // What a task is resumed with, once everything it waited on is done: the
+  // result of the coroutine, or an array of results for a gather. An event
+  // wait gives `undefined`. A coroutine that timed out gives its error.
+  #collect(yielded: unknown): unknown {
+    if (Array.isArray(yielded)) return yielded.map((item) => this.#collect(item));
+    if (yielded instanceof Wait) return undefined;
+    const result = this.results.get(yielded as Coro);
+    if (result instanceof Failed) throw result.error;
+    return result;
+  }
+
+  // The heart of the loop: a `switch` over what was yielded. Every case ends
+  // the same way: the task is queued again now, or it gets a `Waiter`.
+  #schedule(task: Task, yielded: unknown): void {
+    switch (kindOf(yielded)) {
+      case "pause": // `yield;` goes to the back of the queue, so others run first.
+        this.queue.push(task);
+        return;
+      case "background": // `yield new Set([...])` starts what is new, and goes on at once.
+        for (const coro of yielded as Set<Coro>) if (!this.results.has(coro) && !this.tasks.has(coro)) this.#startTask(coro);
+        this.queue.push(task);
+        return;
+      case "wait": // One coroutine, a gather, or an event wait.
+        return this.#waitOn(task, yielded);
+      case "cycle":
+        return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
+      default:
+        return this.#throwIn(task, invalidYield(yielded, this.blocking));
+    }
+  }
+
+  #waitOn(task: Task, yielded: unknown): void {
+    const items = (Array.isArray(yielded) ? yielded : [yielded]) as unknown[];
+    for (const item of items) if (this.tasks.has(item as Coro) && this.#reaches(this.tasks.get(item as Coro)!, task)) return this.#schedule(task, CYCLE);
+    // The count starts one too high, so that it cannot reach zero while we
+    // are still registering; the last line takes the extra one away. (This
+    // is also how `yield []` and already-finished coroutines resume at once.)
+    const waiter = new Waiter(this, task, yielded, items.length + 1);
+    task.waiting = waiter;
+    for (const item of items) {
+      if (item instanceof Wait) item.register(this, waiter);
+      else if (this.results.has(item as Coro)) waiter.count--; // finished: its result is stored
+      else {
+        // Running already (a diamond: two coroutines wait on one) or new.
+        const dep = this.tasks.get(item as Coro) ?? this.#startTask(item as Coro);
+        (dep.waiters ??= []).push(waiter);
+      }
+    }
+    waiter.countDown();
+  }
+
+  // Cycles: only a yield of a coroutine that is already running can close a
+  // cycle, so only then do we look, following what it waits on, and what
+  // those wait on, to see whether the trail leads back to the yielder.
+  #reaches(from: Task, target: Task): boolean {
+    const trail = [from];
+    const seen = new Set<Task>();
+    for (let task = trail.pop(); task !== undefined; task = trail.pop()) {
+      if (task === target) return true;
+      if (seen.has(task) || task.waiting === null) continue;
+      seen.add(task);
+      const y = task.waiting.yielded;
+      for (const item of Array.isArray(y) ? y : [y]) {
+        const dep = this.tasks.get(item);
+        if (dep !== undefined) trail.push(dep);
+      }
+    }
+    return false;
+  }
+
+  // Throw an error into a task at its `yield`, whatever it waits on: its
+  // waiter is abandoned, and it joins the queue to be resumed with the error.
+  // (A task that waits on nothing is queued or running already.)
+  #interrupt(task: Task, error: unknown): void {
+    const waiter = task.waiting;
+    if (waiter !== null) {
+      waiter.task = null;
+      waiter.dropWaits();
+      task.waiting = null;
+      this.queue.push(task);
+    }
+    task.error = error;
+  }
+
+  // The task that just yielded gets the error at that `yield`, next turn.
+  #throwIn(task: Task, error: unknown): void {
+    task.error = error;
+    this.queue.push(task);
+  }
+
+  /** @internal `timeout` uses this; false if `coro` is not running here. */
+  timeOut(coro: Coro, error: TimeoutError): boolean {
+    const task = this.tasks.get(coro);
+    if (task === undefined) return false;
+    timeoutErrors.add(error);
+    this.#interrupt(task, error);
+    return true;
+  }
+
+  // A task is done. A normal return stores the result; a failure crashes the
+  // loop (except a timeout, which is stored for the waiters to receive).
+  // Either way, everyone waiting on it is counted down.
+  #finish(task: Task, outcome: unknown, failed: boolean): void {
+    this.tasks.delete(task.coro);
+    if (!failed) this.results.set(task.coro, outcome);
+    else if (this.crash === null && timeoutErrors.has(outcome as object)) this.results.set(task.coro, new Failed(outcome));
+    else this.#crash(outcome);
+    if (task.waiters !== null) for (const waiter of task.waiters) waiter.countDown();
+  }
+
+  // Errors and cancellation
+  // -----------------------
+  //
+  // A crash does not tear the loop down on the spot: it turns the loop into
+  // a cancelling loop, which runs on until every task has finished. From
+  // then on, whenever a task is stepped for the first time, it gets a
+  // `CancelledError` instead of its value (see `#resume`). To get there:
+  //
+  // - runnable tasks (and those not started yet) are in the queue already;
+  // - tasks waiting on events or timers have those waits dropped, which
+  //   counts them down as if the waits had fired;
+  // - tasks waiting on other coroutines stay put: they are woken, and so
+  //   cancelled, when those coroutines have finished being cancelled.
+  //
+  // So a coroutine gets its CancelledError only after everything it waits on
+  // has cleaned up: in particular, after any thread it waits on has stopped.
+  #crash(error: unknown): void {
+    if (this.crash !== null) {
+      this.crash.errors.push(error);
+      return;
+    }
+    this.crash = { error, errors: [] };
+    for (const task of this.tasks.values()) task.waiting?.dropWaits();
+  }
+
+  // What `run` gives back. Why a lone error by default, rather than always a
+  // group? Most of the time exactly one thing went wrong, and the others
+  // took their cancellation cleanly; the original error, its stack intact,
+  // is then the most useful thing to throw. If cleanup went wrong too, that
+  // must not be hidden, so then we throw an `AggregateError`.
+  #outcome(root: Coro, options: RunOptions): unknown {
+    if (this.crash !== null) {
+      const { error, errors } = this.crash;
+      const others = errors.filter((e) => !(e instanceof CancelledError));
+      const group = options.exceptionGroup;
+      if (group === false || (group === undefined && others.length === 0)) throw error;
+      throw new AggregateError([error, ...(group ? errors : others)], `A tinyio coroutine failed (${String(error)}), and ${others.length} more error(s) were raised while cancelling the others.`);
+    }
+    const result = this.results.get(root);
+    if (result instanceof Failed) throw result.error;
+    return result;
+  }
+}
+
+// Errors that `timeout` threw into a coroutine. A coroutine that fails with
+// one of these has "timed out" rather than crashed the loop.
+const timeoutErrors = new WeakSet<object>();
+
+// A marker for `#schedule`, which turns it into the cycle error.
+const CYCLE = Symbol("cycle");
+
+function deadlock(): Error {
+  return new Error("Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.");
+}
+
+function warnSwallowed(out: IteratorResult<unknown>): void {
+  const what = out.done ? `returned ${describe(out.value)}` : `yielded ${describe(out.value)}`;
+  process.emitWarning(`A tinyio coroutine caught its CancelledError and ${what} instead of letting the error propagate; the loop does not resume it, so resources it holds may leak. Clean up in a finally block (or rethrow the CancelledError).`, "TinyioWarning");
+}
+
+// Sorting what was yielded into the cases of `#schedule`, and the errors for
+// what cannot be yielded, with a hint for the usual mistakes.
+function kindOf(yielded: unknown): string {
+  if (yielded === undefined) return "pause";
+  if (yielded === CYCLE) return "cycle";
+  if (yielded instanceof Wait) return yielded.used ? "invalid" : "wait";
+  if (isCoro(yielded)) return "wait";
+  if (Array.isArray(yielded)) return yielded.every((item) => isCoro(item) && !(item instanceof Wait && item.used)) ? "wait" : "invalid";
+  if (yielded instanceof Set) return [...yielded].every((item) => isCoro(item) && !(item instanceof Wait)) ? "background" : "invalid";
+  return "invalid";
+}
+
+function invalidYield(yielded: unknown, blocking: boolean): TypeError {
+  let what = describe(yielded);
+  if (Array.isArray(yielded) || yielded instanceof Set) {
+    const items = [...yielded];
+    const index = items.findIndex((item) => !isCoro(item) || item instanceof Wait);
+    what = `${yielded instanceof Set ? "a Set" : "an array"} whose item ${index} is ${describe(items[index])}`;
+  }
+  let hint = "";
+  if (yielded instanceof Wait || (Array.isArray(yielded) && yielded.some((item) => item instanceof Wait))) hint = " Each `event.wait()` or `sleep()` can be yielded once (make a new one to wait again), and never in a Set.";
+  else if (isPromise(yielded)) hint = blocking ? " A Promise cannot settle while the synchronous `Loop.run` blocks the thread: run the loop with `tinyio.toPromise(...)` and wait with `yield tinyio.fromPromise(promise)`." : " Wait for a promise with `yield tinyio.fromPromise(promise)`.";
+  else if (typeof yielded === "function") hint = " Did you forget to call it (`yield work()` rather than `yield work`)?";
+  return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`.${hint}`);
+}
+
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value)}`;
+  if (typeof value === "function") return `the function ${value.name || "(anonymous)"}`;
+  if (typeof value !== "object") return `the ${typeof value} ${String(value)}`;
+  if (isPromise(value)) return "a Promise";
+  if (value instanceof Wait) return "an event wait (`event.wait()` or `sleep()`)";
+  if (isCoro(value)) return "a coroutine";
+  return `an object (${value.constructor?.name ?? "with no prototype"})`;
+}
+
+function isCoro(value: unknown): value is Coro {
+  return typeof value === "object" && value !== null && typeof (value as Coro).next === "function" && typeof (value as Coro).throw === "function";
+}
+
+function isPromise(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === "object" && value !== null && typeof (value as PromiseLike<unknown>).then === "function";
+}
+
+function checkMs(ms: unknown, where: string): void {
+  if (typeof ms !== "number") throw new TypeError(`${where} takes a number of milliseconds, but got ${describe(ms)}.`);
+  if (!(ms >= 0)) throw new RangeError(`${where} takes a non-negative number of milliseconds, but got ${ms}.`);
+}
+
+// Time and synchronisation
+// ------------------------
+//
+// Everything here is built on `Event` and a background `Set`, a few lines
+// each, as the Python original builds them. None of it touches the loop's
+// insides, except `timeout`, which must throw into another coroutine.
+
+/**
+ * A coroutine that finishes after `ms` milliseconds. `sleep(0)` still goes
+ * through the loop: every coroutine that is runnable now runs first.
+ * @param ms a non-negative number of milliseconds (checked at the call).
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* main() { yield tinyio.sleep(50); return "rested"; }
+ * console.log(new tinyio.Loop().run(main())); // "rested"
+ * ```
+ */
+export function sleep(ms: number): Coro<void> {
+  checkMs(ms, "sleep(ms)");
+  return new Event().wait(ms);
+}
+
+/**
+ * Runs `coro` for at most `ms` milliseconds. On time, returns
+ * `[value, true]`. Otherwise `coro` gets a {@link TimeoutError} thrown in at
+ * its `yield` (so its `finally` blocks run), and once it has finished this
+ * returns `[undefined, false]`. Other coroutines waiting on `coro` get the
+ * `TimeoutError` too; the rest of the loop carries on.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* slow() { yield tinyio.sleep(1000); return "done"; }
+ * function* main() { return yield tinyio.timeout(slow(), 20); }
+ * console.log(new tinyio.Loop().run(main())); // [undefined, false]
+ * ```
+ */
+export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
+  if (!isCoro(coro)) throw new TypeError(`timeout(coro, ms) needs a coroutine, but got ${describe(coro)}.`);
+  checkMs(ms, "timeout(coro, ms)");
+  return timeoutCoro(coro, ms);
+}
+
+// A plain `yield coro` cannot be given a deadline, but an event wait can. So
+// a watcher in the background waits for `coro` and sets `done`, and we wait
+// on `done` with the deadline.
+function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
+  const done = new Event();
+  yield new Set([watch(coro, done)]);
+  yield done.wait(ms);
+  const error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
+  // `coro` may have finished right at the deadline, its watcher not yet run.
+  if (done.isSet() || !current!.timeOut(coro, error)) return [yield coro, true];
+  try {
+    yield coro; // it may catch the TimeoutError and return: still too late
+  } catch (e) {
+    if (e !== error) throw e;
+  }
+  return [undefined, false];
+}
+
+function* watch(coro: Coro, done: Event): Coro<void> {
+  try {
+    yield coro;
+  } finally {
+    done.set();
+  }
+}
+
+/**
+ * What {@link Semaphore.acquire} gives: a permit to give back, with
+ * `release()` or at the end of a `using` block.
+ */
+export interface Release {
+  /** Gives the permit back. Throws if it was given back already. */
+  release(): void;
+  /** Gives the permit back, unless `release()` did already. */
+  [Symbol.dispose](): void;
+}
+
+/**
+ * Lets at most `value` coroutines hold a permit at once. Waiters are served
+ * first come, first served: a released permit goes straight to the longest
+ * waiter, and a newcomer never overtakes one.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const sem = new tinyio.Semaphore(2);
+ * function* job(i: number) {
+ *   using _ = yield sem.acquire(); // given back at the end of the block
+ *   yield tinyio.sleep(10);
+ *   return i;
+ * }
+ * function* main() { return yield [job(1), job(2), job(3)]; }
+ * console.log(new tinyio.Loop().run(main())); // [1, 2, 3]
+ * ```
+ */
+export class Semaphore {
+  #free: number;
+  #queue: Event[] = [];
+
+  /** @param value how many may hold a permit at once: a positive integer. */
+  constructor(value: number) {
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`new Semaphore(value) needs a positive integer, but got ${describe(value)}.`);
+    this.#free = value;
+  }
+
+  /** A coroutine that waits for a permit and returns it as a {@link Release}. */
+  *acquire(): Coro<Release> {
+    // Invariant: permits are free only while nobody queues for one.
+    if (this.#free > 0) this.#free--;
+    else {
+      const handover = new Event();
+      this.#queue.push(handover);
+      try {
+        yield handover.wait();
+      } catch (error) {
+        // Cancelled or timed out in the queue: leave it, and if a permit was
+        // handed to us in the meantime, pass it on rather than lose it.
+        if (handover.isSet()) this.#release();
+        else this.#queue.splice(this.#queue.indexOf(handover), 1);
+        throw error;
+      }
+    }
+    return new Permit(() => this.#release());
+  }
+
+  #release(): void {
+    const next = this.#queue.shift();
+    if (next === undefined) this.#free++;
+    else next.set();
+  }
+}
+
+class Permit implements Release {
+  #giveBack: (() => void) | null;
+  constructor(giveBack: () => void) {
+    this.#giveBack = giveBack;
+  }
+  release(): void {
+    if (this.#giveBack === null) throw new Error("This semaphore permit was released already; release each permit once.");
+    const giveBack = this.#giveBack;
+    this.#giveBack = null;
+    giveBack();
+  }
+  [Symbol.dispose](): void {
+    if (this.#giveBack !== null) this.release();
+  }
+}
+
+/**
+ * A {@link Semaphore} of one: at most one holder at a time.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const lock = new tinyio.Lock();
+ * function* main() { const permit = yield lock.acquire(); try { return "mine"; } finally { permit.release(); } }
+ * console.log(new tinyio.Loop().run(main())); // "mine"
+ * ```
+ */
+export class Lock extends Semaphore {
+  constructor() {
+    super(1);
+  }
+}
+
+/**
+ * Holds coroutines back until `parties` of them have called `wait()`.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const barrier = new tinyio.Barrier(2);
+ * function* main() { return yield [barrier.wait(), barrier.wait()]; }
+ * console.log(new tinyio.Loop().run(main())); // [0, 1]
+ * ```
+ */
+export class Barrier {
+  #parties: number;
+  #arrived = 0;
+  #everyone = new Event();
+
+  /** @param parties how many coroutines to wait for: a positive integer. */
+  constructor(parties: number) {
+    if (!Number.isInteger(parties) || parties < 1) throw new RangeError(`new Barrier(parties) needs a positive integer, but got ${describe(parties)}.`);
+    this.#parties = parties;
+  }
+
+  /** Waits for all parties; returns this caller's arrival index, from 0. */
+  *wait(): Coro<number> {
+    const index = this.#arrived++;
+    if (this.#arrived >= this.#parties) this.#everyone.set();
+    yield this.#everyone.wait();
+    return index;
+  }
+}
+
+/**
+ * Starts `coros` in the background, and returns one coroutine per input:
+ * yielding the first gives the first result to arrive, and so on.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* nap(ms: number) { yield tinyio.sleep(ms); return ms; }
+ * function* main() {
+ *   const order = [];
+ *   for (const next of yield tinyio.asCompleted([nap(30), nap(10), nap(20)])) order.push(yield next);
+ *   return order;
+ * }
+ * console.log(new tinyio.Loop().run(main())); // [10, 20, 30]
+ * ```
+ */
+export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<Coro<T>>> {
+  const list = [...coros];
+  if (!(coros instanceof Set || Array.isArray(coros)) || !list.every(isCoro)) throw new TypeError("asCompleted(coros) needs a Set or an array of coroutines.");
+  return asCompletedCoro(list);
+}
+
+// Result number k goes into slot k, and wakes whoever waits on slot k.
+function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
+  const results: T[] = [];
+  const arrived = coros.map(() => new Event());
+  let count = 0;
+  function* record(coro: Coro<T>): Coro<void> {
+    results[count] = yield coro;
+    arrived[count++].set();
+  }
+  function* slot(k: number): Coro<T> {
+    yield arrived[k].wait();
+    return results[k];
+  }
+  yield new Set(coros.map(record));
+  return coros.map((_, k) => slot(k));
+}
+
+/**
+ * The gather `yield [a, b]`, typed: `yield* all([a, b])` returns a tuple of
+ * the coroutines' return types.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* num() { return 1; }
+ * function* str() { return "one"; }
+ * function* main() { const [n, s] = yield* tinyio.all([num(), str()]); return `${n} is ${s}`; }
+ * console.log(new tinyio.Loop().run(main())); // "1 is one"
+ * ```
+ */
+export function* all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly [K in keyof T]: T[K] extends Coro<infer R> ? R : never }> {
+  return yield coros;
+}
+
+// Threads
+// -------
+//
+// JavaScript runs one thread per isolate, so "a thread" here is a
+// `worker_threads` Worker: a second JavaScript world with its own globals.
+// Nothing is shared with it but messages (copied by structured clone) and
+// the wake word. The function to run travels as its source text, which is
+// why it must be self-contained.
+//
+// The worker's side is this script, evaluated in each worker. It compiles
+// each function once, runs it with `this = { signal }`, awaits it if it is
+// async, posts the answer on its port, and notifies the wake word so that a
+// loop asleep in `Atomics.wait` wakes up and reads the answer with
+// `receiveMessageOnPort` (the loop never needs Node's event loop to turn).
+// If the worker dies (`process.exit`, an uncaught error in a callback), its
+// `exit` handler still posts and notifies: a dead thread is never a hang.
+//
+// `__name` is passed in because tsx (esbuild's keepNames) inserts calls to
+// it into compiled functions that declare named functions or classes.
+const WORKER_SOURCE = `
+const { workerData: { wake, port } } = require("node:worker_threads");
+const compiled = new Map();
+const __name = (fn, name) => Object.defineProperty(fn, "name", { value: name, configurable: true });
+class CancelledError extends Error { name = "CancelledError"; }
+let controller, fatal;
+const describe = (e) => e instanceof Error ? { name: e.name, message: e.message, stack: e.stack } : { name: "Error", message: "The thread threw a non-error: " + String(e), stack: "" };
+function answer(message) {
+  try { port.postMessage(message); }
+  catch (e) { port.postMessage({ error: { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message } }); }
+  Atomics.add(wake, 0, 1);
+  Atomics.notify(wake, 0);
+}
+port.on("message", async ({ source, args, abort }) => {
+  if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
+  controller = new AbortController();
+  const signal = controller.signal;
+  try {
+    let fn = compiled.get(source);
+    if (fn === undefined) compiled.set(source, fn = new Function("__name", "return (" + source + "\\n);")(__name));
+    answer({ value: await fn.apply({ signal }, args) });
+  } catch (e) {
+    answer(signal.aborted && e === signal.reason ? { cancelled: true } : { error: describe(e) });
+  }
+});
+process.on("uncaughtException", (e) => { fatal = e; process.exit(1); });
+process.on("exit", (code) => answer({ exit: code, error: fatal && describe(fatal) }));
+`;
+
+/**
+ * How long a thread has, once cancelled, to settle before its worker is
+ * terminated: async work sees `this.signal` abort and may clean up meanwhile.
+ */
+export const CANCEL_GRACE_MS = 250;
+
+// An idle worker older than this is retired when its pool is next used.
+const IDLE_RETIRE_MS = 10_000;
+
+/** What `this` is inside a function run by {@link runInThread}. */
+export type ThreadContext = {
+  /** Aborts (with a `CancelledError` as its reason) when the call is cancelled. */
+  signal: AbortSignal;
+};
+
+// The main side of one worker, and of one call. A call is `busy` from when
+// it is posted to a worker until its answer has been read.
+type Thread = { worker: Worker; port: MessagePort; idleSince: number };
+type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number };
+
+class Call {
+  source: string;
+  args: unknown[];
+  done = new Event();
+  answer: Answer | null = null;
+  thread: Thread | null = null;
+  pool: ThreadPool;
+  cancelled = false;
+  constructor(pool: ThreadPool, source: string, args: unknown[]) {
+    this.pool = pool;
+    this.source = source;
+    this.args = args;
+  }
+
+  // Called by the loop for each busy call when the wake word has moved.
+  settle(answer: Answer): void {
+    busy.delete(this);
+    this.answer = answer;
+    this.pool.returnThread(this.thread!, this.cancelled || answer.exit !== undefined);
+    this.done.set();
+  }
+
+  // The result, or the thread's error rebuilt here with its name, message
+  // and the thread's own stack.
+  result(): unknown {
+    const { value, error, exit } = this.answer!;
+    if (error === undefined && exit === undefined) return value;
+    const { name = "Error", message = `The thread exited with code ${exit} before the function returned.`, stack = "" } = error ?? {};
+    const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
+    const rebuilt = new Error(message + hint);
+    rebuilt.name = name;
+    rebuilt.stack = stack ? stack.replace(message, message + hint) : `${name}: ${message}${hint}`;
+    throw rebuilt;
+  }
+}
+
+const busy = new Set<Call>();
+
+function pollThreads(): void {
+  for (const call of busy) {
+    const received = receiveMessageOnPort(call.thread!.port);
+    if (received !== undefined) call.settle(received.message as Answer);
+  }
+}
+
+/**
+ * A bounded set of worker threads. Calls beyond `maxThreads` wait their
+ * turn, first come first served. Idle workers are kept for reuse and never
+ * keep the process alive.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const pool = new tinyio.ThreadPool(2);
+ * function* main() { return yield pool.map((x: number) => x * x, [1, 2, 3]); }
+ * console.log(new tinyio.Loop().run(main())); // [1, 4, 9]
+ * ```
+ */
+export class ThreadPool {
+  #max: number;
+  #count = 0;
+  #idle: Thread[] = [];
+  #waiting: Call[] = [];
+
+  /** @param maxThreads how many workers may run at once: a positive integer. */
+  constructor(maxThreads: number) {
+    if (!Number.isInteger(maxThreads) || maxThreads < 1) throw new RangeError(`new ThreadPool(maxThreads) needs a positive integer, but got ${describe(maxThreads)}.`);
+    this.#max = maxThreads;
+  }
+
+  /**
+   * Runs `fn(...args)` on a worker of this pool; see {@link runInThread}.
+   */
+  *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
+    const call = new Call(this, sourceOf(fn), args);
+    this.#waiting.push(call);
+    this.#dispatch();
+    try {
+      yield call.done.wait();
+    } catch (reason) {
+      // Cancelled (or timed out) at our `yield`. If the call never left the
+      // queue, forget it. Otherwise ask the thread to stop, give it the
+      // grace period, and terminate its worker if it did not answer. Only
+      // then does the error go on, so that whoever waits on this call knows
+      // the thread has stopped. The wait is shielded: a cancelled coroutine
+      // may yield it.
+      if (call.thread === null) this.#waiting.splice(this.#waiting.indexOf(call), 1);
+      else {
+        call.cancelled = true;
+        call.thread.port.postMessage({ abort: true });
+        const grace = call.done.wait(CANCEL_GRACE_MS) as unknown as Wait;
+        grace.shield = true;
+        yield grace as unknown as Coro;
+        if (call.answer === null) this.#terminate(call);
+        if (call.answer?.error !== undefined) call.result(); // the thread's own error, raised by cleanup
+      }
+      throw reason;
+    }
+    return call.result() as Awaited<R>;
+  }
+
+  /** Runs `fn` on each of `xs` in this pool; returns the results in order. */
+  *map<T, R>(fn: (this: ThreadContext, x: T) => R, xs: Iterable<T>): Coro<Awaited<R>[]> {
+    return yield [...xs].map((x) => this.runInThread(fn, x));
+  }
+
+  // Hand waiting calls to idle workers, starting new ones up to the bound.
+  #dispatch(): void {
+    while (this.#waiting.length > 0) {
+      const thread = this.#idle.pop() ?? (this.#count < this.#max ? this.#spawn() : undefined);
+      if (thread === undefined) return;
+      const call = this.#waiting.shift()!;
+      call.thread = thread;
+      try {
+        thread.port.postMessage({ source: call.source, args: call.args });
+      } catch (error) {
+        call.answer = { error: { name: "DataCloneError", message: `An argument of runInThread cannot be sent to a thread (structured clone refused it): ${(error as Error).message}`, stack: "" } };
+        this.#idle.push(thread);
+        call.done.set();
+        continue;
+      }
+      thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
+      busy.add(call);
+    }
+  }
+
+  #spawn(): Thread {
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2 }, transferList: [port2] });
+    worker.on("error", () => {}); // it reaches us through the port instead
+    worker.unref();
+    this.#count++;
+    return { worker, port: port1, idleSince: 0 };
+  }
+
+  /** @internal A call's worker is free again, or must go (it was cancelled, or died). */
+  returnThread(thread: Thread, retire: boolean): void {
+    thread.worker.unref();
+    if (retire) this.#retire(thread);
+    else {
+      thread.idleSince = performance.now();
+      this.#idle.push(thread);
+      const oldest = this.#idle[0];
+      if (thread.idleSince - oldest.idleSince > IDLE_RETIRE_MS) this.#retire(this.#idle.shift()!);
+    }
+    this.#dispatch();
+  }
+
+  #terminate(call: Call): void {
+    busy.delete(call);
+    this.returnThread(call.thread!, true);
+  }
+
+  #retire(thread: Thread): void {
+    this.#count--;
+    void thread.worker.terminate();
+    thread.port.close();
+  }
+}
+
+let defaultPool: ThreadPool | undefined;
+
+/**
+ * Runs `fn(...args)` on a worker thread and resumes with its result (an
+ * async `fn` is awaited in the thread). `fn` travels as source text, so it
+ * must be self-contained: it may use its arguments, globals and
+ * `require`/`import()`, not variables it closes over. Arguments and result
+ * travel by structured clone. Inside, `this.signal` aborts when the call is
+ * cancelled; code still running after {@link CANCEL_GRACE_MS} is stopped by
+ * terminating its worker. Calls share one pool of at most
+ * `min(32, availableParallelism() + 4)` workers.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* main() {
+ *   return yield tinyio.runInThread((n: number) => {
+ *     let total = 0;
+ *     for (let i = 1; i <= n; i++) total += i;
+ *     return total;
+ *   }, 1000);
+ * }
+ * console.log(new tinyio.Loop().run(main())); // 500500
+ * ```
+ */
+export function runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
+  defaultPool ??= new ThreadPool(Math.min(32, availableParallelism() + 4));
+  return defaultPool.runInThread(fn, ...args);
+}
+
+// A function's source, or why it has none worth sending.
+function sourceOf(fn: unknown): string {
+  if (typeof fn !== "function") throw new TypeError(`runInThread(fn, ...args) needs a function, but got ${describe(fn)}.`);
+  const source = Function.prototype.toString.call(fn);
+  if (source.endsWith("[native code] }")) throw new TypeError(`runInThread cannot send ${describe(fn)} to a thread: it is a native or bound function, which has no source text. Wrap it in an arrow function that calls it, e.g. runInThread((x) => Math.sqrt(x), 2).`);
+  return source;
+}
+
+// Promises: living beside Node's own event loop
+// ---------------------------------------------
+//
+// `Loop.run` blocks its thread, so while it runs, no promise can settle and
+// no Node timer can fire. `toPromise` is the second driver of the same
+// core: where `run` sleeps in `Atomics.wait`, it awaits `Atomics.waitAsync`
+// on the same wake word (raced with a Node timer for the soonest deadline),
+// so Node's event loop turns while tinyio has nothing to do. `Event.set()`
+// called from a promise callback notifies the word, which wakes it.
+
+/**
+ * Runs `coro` on a fresh loop driven from Node's event loop, so promises,
+ * I/O and timers of the rest of the program keep running; resolves with what
+ * `coro` returned, or rejects as `run` would throw. Aborting `signal`
+ * cancels every coroutine as an error would, and rejects with its reason.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* main() { yield tinyio.sleep(10); return "done"; }
+ * console.log(await tinyio.toPromise(main())); // "done"
+ * ```
+ */
+export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal?: AbortSignal } = {}): Promise<R> {
+  const { signal } = options;
+  const loop = new Loop();
+  const runtime = loop.start(coro, options, false);
+  let aborted = false;
+  signal?.addEventListener("abort", notify);
+  try {
+    for (let step = runtime.next(); ; step = runtime.next()) {
+      if (signal?.aborted && !aborted) {
+        aborted = true;
+        step = runtime.throw(signal.reason);
+      }
+      if (step.done) return step.value;
+      await idle(loop.seen, step.value);
+    }
+  } finally {
+    signal?.removeEventListener("abort", notify);
+  }
+}
+
+// Sleep without blocking: until the wake word moves, or `ms` pass. A pending
+// `waitAsync` does not keep Node alive, so the Node timer does that while a
+// deadline is pending; busy workers keep it alive while threads work.
+async function idle(seen: number, ms: number): Promise<void> {
+  if (ms === 0) return new Promise((resolve) => setImmediate(resolve));
+  const woken = Atomics.waitAsync(wake, 0, seen, ms);
+  if (!woken.async) return;
+  let timer: NodeJS.Timeout | undefined;
+  if (ms !== Infinity) await Promise.race([woken.value, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  else await woken.value;
+  clearTimeout(timer);
+}
+
+/**
+ * Waits for a promise. Given a function, calls it with an `AbortSignal` that
+ * aborts if the waiting coroutine is cancelled. A rejection is raised as the
+ * original error. Only under {@link toPromise}: under the synchronous
+ * `Loop.run` no promise can settle, and this throws an error saying so.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* main() { return yield tinyio.fromPromise(Promise.resolve(42)); }
+ * console.log(await tinyio.toPromise(main())); // 42
+ * ```
+ */
+export function* fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) => PromiseLike<T>)): Coro<T> {
+  if (current?.blocking !== false) throw new Error("fromPromise cannot wait under the synchronous Loop.run, which blocks the thread so that no promise can settle. Run the loop with tinyio.toPromise(...) instead, or do the async work in a thread: tinyio.runInThread(async () => ...).");
+  const controller = new AbortController();
+  const settled = new Event();
+  let outcome: { value: T } | { error: unknown } | undefined;
+  const p = typeof promise === "function" ? promise(controller.signal) : promise;
+  if (!isPromise(p)) throw new TypeError(`fromPromise needs a promise (or a function returning one), but got ${describe(p)}.`);
+  p.then(
+    (value) => ((outcome = { value }), settled.set()),
+    (error) => ((outcome = { error }), settled.set()),
+  );
+  try {
+    yield settled.wait();
+  } catch (error) {
+    controller.abort(error);
+    throw error;
+  }
+  if ("error" in outcome!) throw outcome.error;
+  return outcome!.value;
+}
+
+// Isolation
+// ---------
+//
+// `isolate` runs a coroutine on a nested loop, and is the third driver of
+// the stepping core: a coroutine of the outer loop. Whenever the nested loop
+// has nothing to run, the driver waits, as an outer coroutine, for what the
+// nested loop would have waited for: its soonest deadline, or its `parked`
+// event, which the nested loop sets whenever one of its tasks is woken. So
+// the outer loop runs on meanwhile, and the outer driver is the one that
+// decides about deadlocks. If the nested loop crashes, only it is cancelled.
+
+/**
+ * Runs `coro` (and everything it yields) on a nested loop without blocking
+ * the other coroutines. Returns `[value, true]`, or `[error, false]` if it
+ * failed (its nested loop then cancelled only its own coroutines). A
+ * cancellation of the outer loop is not caught: it cancels the nested loop
+ * too and propagates.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* fails() { yield; throw new Error("oops"); }
+ * function* main() { const [error, ok] = yield tinyio.isolate(fails()); return [String(error), ok]; }
+ * console.log(new tinyio.Loop().run(main())); // ["Error: oops", false]
+ * ```
+ */
+export function* isolate<R>(coro: Coro<R>, options?: RunOptions): Coro<[R, true] | [unknown, false]> {
+  const inner = new Loop();
+  const runtime = inner.start(coro, options, current?.blocking !== false);
+  // `outerError`: what the outer loop threw in at our `yield` (its
+  // cancellation, say), which we pass on to the nested loop, wait for it
+  // to finish cancelling, and then raise.
+  let outerError: unknown = NONE;
+  let passOn: unknown = NONE;
+  for (;;) {
+    let step: IteratorResult<number, R>;
+    try {
+      step = passOn === NONE ? runtime.next() : runtime.throw(passOn);
+    } catch (error) {
+      if (outerError !== NONE) throw outerError;
+      return [error, false]; // the nested loop crashed, and only it
+    }
+    if (step.done) {
+      if (outerError !== NONE) throw outerError;
+      return [step.value, true];
+    }
+    passOn = NONE;
+    inner.parked = new Event();
+    const wait = inner.parked.wait(step.value) as unknown as Wait;
+    wait.shield = outerError !== NONE; // waiting for the nested loop to finish cancelling
+    try {
+      yield wait as unknown as Coro;
+    } catch (error) {
+      if (outerError !== NONE) throw error;
+      outerError = passOn = error;
+    }
+    inner.parked = null;
+  }
+}
+
+/**
+ * Schedules `coro` on this loop and returns a fresh coroutine that resolves
+ * to the same result: the way to hand one coroutine's result into an
+ * {@link isolate}d loop, whose nested loop does not know the outer's results.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * function* shared() { yield; return 7; }
+ * function* main() {
+ *   const s = shared();
+ *   const c = yield tinyio.copy(s);
+ *   function* inner() { return (yield c) * 6; }
+ *   return yield tinyio.isolate(inner());
+ * }
+ * console.log(new tinyio.Loop().run(main())); // [42, true]
+ * ```
+ */
+export function* copy<T>(coro: Coro<T>): Coro<Coro<T>> {
+  const done = new Event();
+  let result: T;
+  function* record(): Coro<void> {
+    result = yield coro;
+    done.set();
+  }
+  function* replay(): Coro<T> {
+    yield done.wait();
+    return result;
+  }
+  yield new Set([record()]);
+  return replay();
+}
+
+// You made it
+// -----------
+//
+// That is the whole loop: one counter, one wake word, one stepping core and
+// its three drivers. To see it at work, read examples/ in order, starting
+// with examples/01-hello.ts; tinyio.test.ts has a spec for every behaviour
+// promised here.
