@@ -142,55 +142,40 @@ function notify(): void {
   Atomics.notify(wake, 0);
 }
 
-// Waiting: the counter, events and timers
-// ---------------------------------------
+// Waiting: tasks, events and timers
+// ---------------------------------
 //
-// Every coroutine the loop runs has a `Task`: the generator, what the loop
-// will resume it with, and the `Waiter`s of the coroutines that wait on it.
+// Every coroutine the loop runs gets a `Task`. Besides the generator, it
+// holds what the coroutine yielded and still waits on, and the counter of
+// the map above: how many of those have not finished yet. Everything the
+// task waits on holds the task in turn, and counts it down when done.
 
 class Task {
   coro: Coro;
-  // Resume with this value, or throw this error in (unless it is NONE).
+  loop: Loop;
+  // What it waits on (a coroutine, an array of them, or a `Wait`), and how
+  // many of those are unfinished. A task with a count of 0 is runnable.
+  waitingOn: unknown = undefined;
+  count = 0;
+  // The tasks that wait on this one; made on first use.
+  waiters: Task[] | null = null;
+  // What to resume it with: a value, or an error to throw in (unless NONE).
   value: unknown = undefined;
   error: unknown = NONE;
-  // What the task is suspended on; null when it is runnable (or running).
-  waiting: Waiter | null = null;
-  // Who waits on this task; made on first use, since most tasks have one.
-  waiters: Waiter[] | null = null;
   // Set once the task was given its CancelledError.
   cancelled = false;
-  constructor(coro: Coro) {
+  constructor(coro: Coro, loop: Loop) {
     this.coro = coro;
-  }
-}
-
-// The counter of "the map" above. It remembers what was yielded, so that
-// the loop can collect the results when the count reaches zero. A waiter
-// whose task is null was abandoned (its task was interrupted and has moved
-// on): late count-downs are ignored.
-class Waiter {
-  loop: Loop;
-  task: Task | null;
-  yielded: unknown;
-  count: number;
-  constructor(loop: Loop, task: Task, yielded: unknown, count: number) {
     this.loop = loop;
-    this.task = task;
-    this.yielded = yielded;
-    this.count = count;
   }
 
   countDown(): void {
-    if (this.task !== null && --this.count === 0) this.loop.wake(this.task);
-  }
-
-  // Drop every event wait of this record, counting each down as if it had
-  // fired. Used when a task is interrupted and when the loop crashes.
-  dropWaits(): void {
-    const items = Array.isArray(this.yielded) ? this.yielded : [this.yielded];
-    for (const item of items) if (item instanceof Wait) item.fire();
+    if (--this.count === 0) this.loop.wake(this);
   }
 }
+
+// Most places take "what a task waits on" as a list.
+const itemsOf = (yielded: unknown): unknown[] => (Array.isArray(yielded) ? yielded : [yielded]);
 
 /**
  * A flag that coroutines can wait for. `set()` wakes every waiter; `clear()`
@@ -254,19 +239,17 @@ export class Event {
 // "it happened": a coroutine that was waiting for it must hear of it. And a
 // wait that timed out stays timed out, even if the event is set a moment
 // later: the coroutine has been told "time is up" and must not be told
-// twice.
+// twice. Either way, a `Wait` fires once.
 
 // A `Wait` is what `event.wait(ms)` returns: the one thing besides a
-// coroutine that the loop knows how to wait on. To let `yield*` and
-// `loop.run` treat it like any coroutine, it is also a tiny hand-written
-// generator: the first `next()` yields the wait itself (to the loop, which
-// registers it), the second returns. Timed waits sit in a timer heap.
+// coroutine that the loop knows how to wait on. It counts its task down
+// when its event is set or its deadline passes (timed waits sit in the
+// loop's timer heap, below).
 class Wait {
   event: Event;
   ms: number;
   deadline = Infinity;
-  waiter: Waiter | null = null;
-  // `fired`: counted down already (set, timed out or dropped); never twice.
+  task: Task | null = null;
   fired = false;
   used = false;
   // A shielded wait may still be yielded by a cancelled coroutine: it is how
@@ -278,24 +261,26 @@ class Wait {
     this.ms = ms;
   }
 
-  register(loop: Loop, waiter: Waiter): void {
+  register(task: Task): void {
     this.used = true;
-    this.waiter = waiter;
+    this.task = task;
     if (this.event.isSet()) return this.fire();
     this.event.waits.add(this);
     if (this.ms === Infinity) return;
     this.deadline = performance.now() + this.ms;
-    heapPush(loop.timers, this);
+    heapPush(task.loop.timers, this);
   }
 
   fire(): void {
     if (this.fired) return;
     this.fired = true;
     this.event.waits.delete(this);
-    this.waiter?.countDown();
+    this.task?.countDown();
   }
 
-  // The generator protocol, so that a wait can go wherever a coroutine can.
+  // A wait is also a tiny hand-written generator, so that it can go wherever
+  // a coroutine can (`yield*`, `loop.run`, a Set): its first `next()` hands
+  // the wait itself to the loop, which registers it; the second returns.
   next(): IteratorResult<Wait, undefined> {
     if (this.#stepped) return { value: undefined, done: true };
     this.#stepped = true;
@@ -318,9 +303,7 @@ class Wait {
 // top, where the loop throws it away: cheaper than searching for it.
 function heapPush(heap: Wait[], wait: Wait): void {
   let i = heap.push(wait) - 1;
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent].deadline <= wait.deadline) break;
+  for (let parent = (i - 1) >> 1; i > 0 && heap[parent].deadline > wait.deadline; parent = (i - 1) >> 1) {
     heap[i] = heap[parent];
     i = parent;
   }
@@ -483,14 +466,14 @@ export class Loop {
     return Math.max(this.timers[0].deadline - performance.now(), 0.001);
   }
 
-  /** @internal Queues a task whose waiter reached zero. */
+  /** @internal Queues a task whose count reached zero. */
   wake(task: Task): void {
     this.queue.push(task);
     this.parked?.set();
   }
 
   #startTask(coro: Coro): Task {
-    const task = new Task(coro);
+    const task = new Task(coro, this);
     this.tasks.set(coro, task);
     this.queue.push(task);
     return task;
@@ -515,23 +498,22 @@ export class Loop {
   }
 
   #resume(task: Task): IteratorResult<unknown> {
+    const { waitingOn } = task;
+    task.waitingOn = undefined;
     if (this.crash !== null && !task.cancelled) {
       task.cancelled = true;
-      task.waiting = null;
       return task.coro.throw(new CancelledError("Cancelled, because another coroutine of the loop failed."));
     }
-    let error = task.error;
-    let value = task.value;
-    task.error = NONE;
+    let { value, error } = task;
     task.value = undefined;
-    if (task.waiting !== null && error === NONE) {
+    task.error = NONE;
+    if (error === NONE && waitingOn !== undefined) {
       try {
-        value = this.#collect(task.waiting.yielded);
+        value = this.#collect(waitingOn);
       } catch (failure) {
         error = failure;
       }
     }
-    task.waiting = null;
     return error === NONE ? task.coro.next(value) : task.coro.throw(error);
   }
 
@@ -546,74 +528,67 @@ export class Loop {
     return result;
   }
 
-  // The heart of the loop: a `switch` over what was yielded. Every case ends
-  // the same way: the task is queued again now, or it gets a `Waiter`.
+  // The heart of the loop: what did the coroutine yield? Each case ends the
+  // same way: the task is queued again at once, or it waits with a count.
   #schedule(task: Task, yielded: unknown): void {
-    switch (kindOf(yielded)) {
-      case "pause": // `yield;` goes to the back of the queue, so others run first.
-        this.queue.push(task);
-        return;
-      case "background": // `yield new Set([...])` starts what is new, and goes on at once.
-        for (const coro of yielded as Set<Coro>) if (!this.results.has(coro) && !this.tasks.has(coro)) this.#startTask(coro);
-        this.queue.push(task);
-        return;
-      case "wait": // One coroutine, a gather, or an event wait.
-        return this.#waitOn(task, yielded);
-      case "cycle":
-        return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
-      default:
-        return this.#throwIn(task, invalidYield(yielded, this.blocking));
+    // `yield;` goes to the back of the queue, so that the others run first.
+    if (yielded === undefined) return void this.queue.push(task);
+    // `yield new Set([...])` starts what is new, and goes on at once.
+    if (yielded instanceof Set && [...yielded].every(isCoro)) {
+      for (const coro of yielded) if (!this.results.has(coro) && !this.tasks.has(coro)) this.#startTask(coro);
+      return void this.queue.push(task);
     }
-  }
-
-  #waitOn(task: Task, yielded: unknown): void {
-    const items = (Array.isArray(yielded) ? yielded : [yielded]) as unknown[];
-    for (const item of items) if (this.tasks.has(item as Coro) && this.#reaches(this.tasks.get(item as Coro)!, task)) return this.#schedule(task, CYCLE);
+    // Otherwise it is one coroutine, a gather, or an event wait; or a mistake.
+    const items = itemsOf(yielded);
+    if (!items.every((item) => isCoro(item) && !(item instanceof Wait && item.used))) return this.#throwIn(task, invalidYield(yielded, this.blocking));
+    if (items.some((item) => this.tasks.has(item as Coro) && this.#reaches(item, task))) return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
     // The count starts one too high, so that it cannot reach zero while we
     // are still registering; the last line takes the extra one away. (This
     // is also how `yield []` and already-finished coroutines resume at once.)
-    const waiter = new Waiter(this, task, yielded, items.length + 1);
-    task.waiting = waiter;
+    task.waitingOn = yielded;
+    task.count = items.length + 1;
     for (const item of items) {
-      if (item instanceof Wait) item.register(this, waiter);
-      else if (this.results.has(item as Coro)) waiter.count--; // finished: its result is stored
+      if (item instanceof Wait) item.register(task);
+      else if (this.results.has(item as Coro)) task.count--; // finished: its result is stored
       else {
-        // Running already (a diamond: two coroutines wait on one) or new.
+        // Running already (a diamond: two coroutines wait on one), or new.
         const dep = this.tasks.get(item as Coro) ?? this.#startTask(item as Coro);
-        (dep.waiters ??= []).push(waiter);
+        (dep.waiters ??= []).push(task);
       }
     }
-    waiter.countDown();
+    task.countDown();
   }
 
   // Cycles: only a yield of a coroutine that is already running can close a
   // cycle, so only then do we look, following what it waits on, and what
   // those wait on, to see whether the trail leads back to the yielder.
-  #reaches(from: Task, target: Task): boolean {
-    const trail = [from];
+  #reaches(item: unknown, target: Task): boolean {
+    const trail = [item];
     const seen = new Set<Task>();
-    for (let task = trail.pop(); task !== undefined; task = trail.pop()) {
+    while (trail.length > 0) {
+      const next = trail.pop();
+      const task = next instanceof Wait ? undefined : this.tasks.get(next as Coro);
       if (task === target) return true;
-      if (seen.has(task) || task.waiting === null) continue;
+      if (task === undefined || seen.has(task)) continue;
       seen.add(task);
-      const y = task.waiting.yielded;
-      for (const item of Array.isArray(y) ? y : [y]) {
-        const dep = this.tasks.get(item);
-        if (dep !== undefined) trail.push(dep);
-      }
+      trail.push(...itemsOf(task.waitingOn));
     }
     return false;
   }
 
-  // Throw an error into a task at its `yield`, whatever it waits on: its
-  // waiter is abandoned, and it joins the queue to be resumed with the error.
-  // (A task that waits on nothing is queued or running already.)
+  // Throw an error into a task at its `yield`, whatever it waits on: it
+  // stops waiting (its waits are dropped, the coroutines it waited on forget
+  // it) and joins the queue to be resumed with the error. A task that waits
+  // on nothing is queued (or running) already.
   #interrupt(task: Task, error: unknown): void {
-    const waiter = task.waiting;
-    if (waiter !== null) {
-      waiter.task = null;
-      waiter.dropWaits();
-      task.waiting = null;
+    if (task.count > 0) {
+      for (const item of itemsOf(task.waitingOn)) {
+        const dep = this.tasks.get(item as Coro);
+        if (item instanceof Wait) ((item.task = null), item.fire());
+        else if (dep?.waiters) dep.waiters = dep.waiters.filter((waiter) => waiter !== task);
+      }
+      task.count = 0;
+      task.waitingOn = undefined;
       this.queue.push(task);
     }
     task.error = error;
@@ -654,20 +629,17 @@ export class Loop {
   // `CancelledError` instead of its value (see `#resume`). To get there:
   //
   // - runnable tasks (and those not started yet) are in the queue already;
-  // - tasks waiting on events or timers have those waits dropped, which
-  //   counts them down as if the waits had fired;
+  // - tasks waiting on events or timers have those waits fired early, which
+  //   counts them down as if the time had come;
   // - tasks waiting on other coroutines stay put: they are woken, and so
   //   cancelled, when those coroutines have finished being cancelled.
   //
   // So a coroutine gets its CancelledError only after everything it waits on
   // has cleaned up: in particular, after any thread it waits on has stopped.
   #crash(error: unknown): void {
-    if (this.crash !== null) {
-      this.crash.errors.push(error);
-      return;
-    }
+    if (this.crash !== null) return void this.crash.errors.push(error);
     this.crash = { error, errors: [] };
-    for (const task of this.tasks.values()) task.waiting?.dropWaits();
+    for (const task of this.tasks.values()) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait) item.fire();
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a
@@ -693,9 +665,6 @@ export class Loop {
 // one of these has "timed out" rather than crashed the loop.
 const timeoutErrors = new WeakSet<object>();
 
-// A marker for `#schedule`, which turns it into the cycle error.
-const CYCLE = Symbol("cycle");
-
 function deadlock(): Error {
   return new Error("Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.");
 }
@@ -705,27 +674,17 @@ function warnSwallowed(out: IteratorResult<unknown>): void {
   process.emitWarning(`A tinyio coroutine caught its CancelledError and ${what} instead of letting the error propagate; the loop does not resume it, so resources it holds may leak. Clean up in a finally block (or rethrow the CancelledError).`, "TinyioWarning");
 }
 
-// Sorting what was yielded into the cases of `#schedule`, and the errors for
-// what cannot be yielded, with a hint for the usual mistakes.
-function kindOf(yielded: unknown): string {
-  if (yielded === undefined) return "pause";
-  if (yielded === CYCLE) return "cycle";
-  if (yielded instanceof Wait) return yielded.used ? "invalid" : "wait";
-  if (isCoro(yielded)) return "wait";
-  if (Array.isArray(yielded)) return yielded.every((item) => isCoro(item) && !(item instanceof Wait && item.used)) ? "wait" : "invalid";
-  if (yielded instanceof Set) return [...yielded].every((item) => isCoro(item) && !(item instanceof Wait)) ? "background" : "invalid";
-  return "invalid";
-}
-
+// The error for a yield the loop cannot wait on, with a hint for the usual
+// mistakes.
 function invalidYield(yielded: unknown, blocking: boolean): TypeError {
   let what = describe(yielded);
   if (Array.isArray(yielded) || yielded instanceof Set) {
     const items = [...yielded];
-    const index = items.findIndex((item) => !isCoro(item) || item instanceof Wait);
-    what = `${yielded instanceof Set ? "a Set" : "an array"} whose item ${index} is ${describe(items[index])}`;
+    const index = items.findIndex((item) => !isCoro(item) || (item instanceof Wait && item.used));
+    what = `${Array.isArray(yielded) ? "an array" : "a Set"} whose item ${index} is ${describe(items[index])}`;
   }
   let hint = "";
-  if (yielded instanceof Wait || (Array.isArray(yielded) && yielded.some((item) => item instanceof Wait))) hint = " Each `event.wait()` or `sleep()` can be yielded once (make a new one to wait again), and never in a Set.";
+  if (itemsOf(yielded).some((item) => item instanceof Wait)) hint = " Each `event.wait()` or `sleep()` can be yielded once: make a new one to wait again.";
   else if (isPromise(yielded)) hint = blocking ? " A Promise cannot settle while the synchronous `Loop.run` blocks the thread: run the loop with `tinyio.toPromise(...)` and wait with `yield tinyio.fromPromise(promise)`." : " Wait for a promise with `yield tinyio.fromPromise(promise)`.";
   else if (typeof yielded === "function") hint = " Did you forget to call it (`yield work()` rather than `yield work`)?";
   return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`.${hint}`);
@@ -737,7 +696,7 @@ function describe(value: unknown): string {
   if (typeof value === "function") return `the function ${value.name || "(anonymous)"}`;
   if (typeof value !== "object") return `the ${typeof value} ${String(value)}`;
   if (isPromise(value)) return "a Promise";
-  if (value instanceof Wait) return "an event wait (`event.wait()` or `sleep()`)";
+  if (value instanceof Wait) return "an event wait (`event.wait()` or `sleep()`) that was yielded already";
   if (isCoro(value)) return "a coroutine";
   return `an object (${value.constructor?.name ?? "with no prototype"})`;
 }
@@ -978,7 +937,8 @@ function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
   const arrived = coros.map(() => new Event());
   let count = 0;
   function* record(coro: Coro<T>): Coro<void> {
-    results[count] = yield coro;
+    const value: T = yield coro; // (not `results[count] = yield`: that reads `count` before the wait)
+    results[count] = value;
     arrived[count++].set();
   }
   function* slot(k: number): Coro<T> {

@@ -1,0 +1,1819 @@
+// The specs of tinyio, one `describe` per section of the contract (API.md) and
+// one `it` per documented behaviour, in the same order. Threads, Promises and
+// Isolation live in their own suite. Many cases are ports of the Python
+// tinyio tests (tests/test_core.py, test_errors.py, test_sync.py,
+// test_time.py, test_background.py), the oracle we follow; where JavaScript
+// differs (no tuples, `yield*` instead of `yield from`, AggregateError
+// instead of ExceptionGroup) the case is adapted, not dropped.
+//
+// Prefer a log of who ran when over a stopwatch: an order of events either is
+// or is not what the contract says. Where time must be measured, margins are
+// wide enough to survive a loaded machine and narrow enough to fail if the
+// behaviour is wrong (for example, concurrent sleeps against serial ones).
+
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import * as tinyio from "./tinyio.ts";
+
+type Coro<R = any> = tinyio.Coro<R>;
+
+// Shared helpers
+// --------------
+
+// The Python suite's `_add_one` and `_add_two`: one pause, then a result.
+function* addOne(x: number): Coro<number> {
+  yield;
+  return x + 1;
+}
+
+function* addTwo(x: number): Coro<number> {
+  const y = yield addOne(x);
+  const z = yield addOne(y);
+  return z;
+}
+
+// The README's coroutine, with a shorter sleep.
+function* slowAddOne(x: number, ms = 50): Coro<number> {
+  yield tinyio.sleep(ms);
+  return x + 1;
+}
+
+function* returnAfter<T>(ms: number, value: T): Coro<T> {
+  yield tinyio.sleep(ms);
+  return value;
+}
+
+// Throws `error` after one pause, so that others have started by then.
+function* blowUp(error: unknown = new Error("kaboom")): Coro<never> {
+  yield;
+  throw error;
+}
+
+// `steps` bare yields; used inline (`yield* pause(n)`) to let others run.
+function* pause(steps: number): Coro<void> {
+  for (let i = 0; i < steps; i++) yield;
+}
+
+// Waits on an Event nobody sets, and logs how it was cancelled.
+function* waitsForever(log: string[], name: string): Coro<void> {
+  try {
+    yield new tinyio.Event().wait();
+    log.push(`${name} resumed`);
+  } catch (error) {
+    log.push(`${name} got ${kindOf(error)}`);
+    throw error;
+  } finally {
+    log.push(`${name} finally`);
+  }
+}
+
+// A RuntimeError, to mirror the error type of the Python tests.
+class RuntimeError extends Error {
+  override name = "RuntimeError";
+}
+
+function kindOf(error: unknown): string {
+  if (error instanceof tinyio.CancelledError) return "CancelledError";
+  if (error instanceof tinyio.TimeoutError) return "TimeoutError";
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+function run<R>(coro: Coro<R>, options?: tinyio.RunOptions): R {
+  return new tinyio.Loop().run(coro, options);
+}
+
+// Runs `fn`, which must throw, and returns what it threw.
+function thrownBy(fn: () => unknown): any {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  assert.fail("expected an error to be thrown");
+}
+
+// The original error out of `run`, whether alone or first in an AggregateError.
+function originalOf(error: unknown): unknown {
+  return error instanceof AggregateError ? error.errors[0] : error;
+}
+
+function elapsedMs(fn: () => void): number {
+  const start = performance.now();
+  fn();
+  return performance.now() - start;
+}
+
+// Collects the warnings emitted while `fn` runs: calls to
+// `process.emitWarning` are intercepted (so the suite's output stays clean),
+// and a `warning` listener catches an implementation that bound the function
+// early; the listener needs a tick, hence the await.
+async function collectWarnings(fn: () => void): Promise<string[]> {
+  const warnings: string[] = [];
+  const original = process.emitWarning;
+  const onWarning = (warning: Error) => warnings.push(warning.message);
+  process.emitWarning = ((warning: string | Error) => {
+    warnings.push(typeof warning === "string" ? warning : warning.message);
+  }) as typeof process.emitWarning;
+  process.on("warning", onWarning);
+  try {
+    fn();
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    process.emitWarning = original;
+    process.off("warning", onWarning);
+  }
+  return warnings;
+}
+
+// Lets a test yield what the types forbid, to check the runtime error.
+const smuggle = (value: unknown) => value as tinyio.Yieldable;
+
+// Compile-time equality of types; `tsc --noEmit` is part of the test run.
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+
+// Runs a small ES module script in a child `node --import tsx`, so that it can
+// import tinyio.ts, and reports how and when it exited.
+function runScript(source: string): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const dir = mkdtempSync(join(tmpdir(), "tinyio-test-"));
+  const script = join(dir, "script.mjs");
+  writeFileSync(script, source.replaceAll("TINYIO", new URL("./tinyio.ts", import.meta.url).href));
+  const start = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: here });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(killer);
+      rmSync(dir, { recursive: true, force: true });
+      resolve({ code, stdout, stderr, ms: performance.now() - start });
+    });
+  });
+}
+
+// Coroutines and what they may yield
+// ----------------------------------
+
+describe("Coroutines and what they may yield", () => {
+  it("runs the README example: two gathered slowAddOne calls give [4, 5] after one sleep", () => {
+    function* foo(): Coro<number[]> {
+      const [four, five] = yield [slowAddOne(3), slowAddOne(4)];
+      return [four, five];
+    }
+    let out: number[] = [];
+    const ms = elapsedMs(() => (out = new tinyio.Loop().run(foo())));
+    assert.deepEqual(out, [4, 5]);
+    assert.ok(ms >= 45, `took ${ms} ms`);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+
+  it("resumes a bare `yield` with undefined", () => {
+    function* bare(): Coro<unknown[]> {
+      const a = yield;
+      const b = yield undefined;
+      return [a, b];
+    }
+    assert.deepEqual(run(bare()), [undefined, undefined]);
+  });
+
+  it("resumes a yielded coroutine with its return value", () => {
+    assert.equal(run(addTwo(4)), 6);
+  });
+
+  it("runs a coroutine that returns without ever yielding, directly and when yielded", () => {
+    function* three(): Coro<number> {
+      return 3;
+    }
+    function* waitsOnThree(): Coro<number> {
+      return yield three();
+    }
+    assert.equal(run(three()), 3);
+    assert.equal(run(waitsOnThree()), 3);
+  });
+
+  it("resumes a yielded array with the return values in the same order, not completion order", () => {
+    function* gather(): Coro<unknown[]> {
+      const quick = yield [addOne(3), addTwo(3)];
+      const ordered = yield [returnAfter(40, "slow"), returnAfter(0, "fast")];
+      return [quick, ordered];
+    }
+    assert.deepEqual(run(gather()), [
+      [4, 5],
+      ["slow", "fast"],
+    ]);
+  });
+
+  it("resumes `yield []` at once with []", () => {
+    function* emptyGather(): Coro<unknown> {
+      return yield [];
+    }
+    assert.deepEqual(run(emptyGather()), []);
+  });
+
+  it("starts a yielded Set in the background and resumes at once with undefined", () => {
+    const log: string[] = [];
+    const event = new tinyio.Event();
+    function* waiter(): Coro<void> {
+      yield event.wait();
+      log.push("background done");
+    }
+    // If the Set were waited on, the waiter would wait for the set() below
+    // forever: a Deadlock.
+    function* main(): Coro<void> {
+      const out = yield new Set([waiter()]);
+      log.push(`resumed with ${out}`);
+      event.set();
+    }
+    run(main());
+    assert.deepEqual(log, ["resumed with undefined", "background done"]);
+  });
+
+  it("resumes an empty Set at once", () => {
+    function* emptyBackground(): Coro<number> {
+      yield new Set();
+      return 3;
+    }
+    assert.equal(run(emptyBackground()), 3);
+  });
+
+  it("lets a background coroutine be waited on later for its result", () => {
+    // test_background: `f` spins until `g` flips the flag.
+    for (const waitOnF of [false, true]) {
+      let flag = false;
+      const log: string[] = [];
+      function* f(): Coro<number> {
+        while (!flag) yield;
+        log.push("f done");
+        return 3;
+      }
+      function* g(): Coro<void> {
+        flag = true;
+        yield;
+      }
+      function* h(): Coro<void> {
+        const ff = f();
+        assert.equal(yield new Set([ff]), undefined);
+        yield g();
+        if (waitOnF) log.push(`f gave ${yield ff}`);
+        log.push("h done");
+      }
+      run(h());
+      assert.deepEqual(log.sort(), (waitOnF ? ["f done", "f gave 3", "h done"] : ["f done", "h done"]).sort());
+    }
+  });
+
+  it("lets a coroutine already being waited on also be put in the background", () => {
+    // test_background_already_waiting: `ff` is gathered by `i` and put in
+    // the background by `h`; it still runs once.
+    for (const waitOnF of [false, true]) {
+      let flag = false;
+      let runs = 0;
+      let done = false;
+      function* f(): Coro<number> {
+        runs++;
+        while (!flag) yield;
+        return 3;
+      }
+      const ff = f();
+      function* g(): Coro<void> {
+        flag = true;
+        yield;
+      }
+      function* h(): Coro<void> {
+        assert.equal(yield new Set([ff]), undefined);
+        yield g();
+        if (waitOnF) assert.equal(yield ff, 3);
+        done = true;
+      }
+      function* i(): Coro<unknown> {
+        return yield [ff, h()];
+      }
+      assert.deepEqual(run(i()), [3, undefined]);
+      assert.ok(done);
+      assert.equal(runs, 1);
+    }
+  });
+
+  it("starts a coroutine put in the background twice only once", () => {
+    let runs = 0;
+    function* f(): Coro<number> {
+      runs++;
+      yield;
+      return 3;
+    }
+    function* g(): Coro<number[]> {
+      const ff = f();
+      yield new Set([ff]);
+      yield new Set([ff]);
+      const x = yield ff;
+      const y = yield ff;
+      return [x, y];
+    }
+    assert.deepEqual(run(g()), [3, 3]);
+    assert.equal(runs, 1);
+  });
+
+  it("schedules a coroutine once however many places yield it (diamond), and all get its result", () => {
+    let runs = 0;
+    function* countedAddOne(x: number): Coro<number> {
+      runs++;
+      yield;
+      return x + 1;
+    }
+    function* diamond2(y: Coro<number>, factor: number): Coro<number> {
+      const z = yield y;
+      return z * factor;
+    }
+    function* diamond1(x: number): Coro<number> {
+      const y = countedAddOne(x);
+      const [a, b] = yield [diamond2(y, 1), diamond2(y, 2)];
+      return a + b;
+    }
+    assert.equal(run(diamond1(2)), 9);
+    assert.equal(runs, 1);
+  });
+
+  it("gives the same result to a coroutine yielded twice in a row or twice in one array", () => {
+    function* multiYield(): Coro<number[]> {
+      const foo = addOne(3);
+      const x = yield foo;
+      const y = yield foo;
+      return [x, y];
+    }
+    function* simultaneousYield(): Coro<number[]> {
+      const foo = addOne(3);
+      return yield [foo, foo];
+    }
+    assert.deepEqual(run(multiYield()), [4, 4]);
+    assert.deepEqual(run(simultaneousYield()), [4, 4]);
+  });
+
+  it("returns the stored result when yielding a coroutine that already finished on this loop", () => {
+    // test_waiting_on_already_finished, with an array and with a Set.
+    for (const wrap of [(coros: Coro[]) => coros, (coros: Coro[]) => new Set(coros)]) {
+      function* f(): Coro<number> {
+        yield;
+        return 3;
+      }
+      function* h(coro: Coro<number>): Coro<number> {
+        return yield coro;
+      }
+      function* g(coro: Coro<number>): Coro<unknown> {
+        const first = yield h(coro);
+        const again = yield coro;
+        yield wrap([f(), coro]);
+        return [first, again];
+      }
+      assert.deepEqual(run(g(f())), [3, 3]);
+    }
+  });
+
+  it("reuses a stored result across later `run` calls on the same loop", () => {
+    let runs = 0;
+    function* countedAddOne(x: number): Coro<number> {
+      runs++;
+      yield;
+      return x + 1;
+    }
+    const foo = countedAddOne(4);
+    function* timesFive(): Coro<number> {
+      const out = yield foo;
+      return out * 5;
+    }
+    const loop = new tinyio.Loop();
+    assert.equal(loop.run(timesFive()), 25);
+    assert.equal(loop.run(timesFive()), 25);
+    assert.equal(loop.run(timesFive()), 25);
+    assert.equal(runs, 1);
+  });
+
+  it("returns the stored result when `run` is given a coroutine that already finished on this loop", () => {
+    // test_run_finished_coroutine1/2 (not spelled out in API.md: the Python
+    // behaviour).
+    const loop = new tinyio.Loop();
+    const four = addOne(3);
+    function* waitsOnFour(): Coro<number> {
+      return yield four;
+    }
+    assert.equal(loop.run(waitsOnFour()), 4);
+    assert.equal(loop.run(four), 4);
+    const five = addOne(4);
+    assert.equal(loop.run(five), 5);
+    assert.equal(loop.run(five), 5);
+  });
+
+  it("holds results weakly: the loop keeps nothing alive that the user dropped", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const loop = new tinyio.Loop();
+    const refs: WeakRef<object>[] = [];
+    (() => {
+      const child = addOne(1);
+      function* parent(): Coro<number> {
+        return yield child;
+      }
+      const main = parent();
+      refs.push(new WeakRef(child), new WeakRef(main));
+      assert.equal(loop.run(main), 2);
+    })();
+    // A WeakRef keeps its target alive until the end of the current job.
+    for (let i = 0; i < 5 && refs.some((ref) => ref.deref() !== undefined); i++) {
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+    }
+    assert.deepEqual(
+      refs.map((ref) => ref.deref()),
+      [undefined, undefined],
+    );
+    assert.ok(loop instanceof tinyio.Loop); // the loop itself stayed alive
+  });
+
+  it("runs `yield* other()` inline in the caller, without a trip through the loop", () => {
+    const log: string[] = [];
+    function* inline(): Coro<number> {
+      log.push("inline");
+      return 1;
+    }
+    function* a(): Coro<number> {
+      log.push("a before");
+      const value = yield* inline();
+      log.push("a after");
+      return value + (yield* addTwo(1));
+    }
+    function* b(): Coro<void> {
+      log.push("b");
+    }
+    assert.deepEqual(run((function* (): Coro<unknown> { return yield [a(), b()]; })()), [4, undefined]);
+    assert.deepEqual(log.slice(0, 3), ["a before", "inline", "a after"]);
+  });
+
+  it("works with `yield*` for every API of these sections", () => {
+    function* everything(): Coro<unknown[]> {
+      const event = new tinyio.Event();
+      event.set();
+      yield* event.wait();
+      yield* new tinyio.Event().wait(5);
+      yield* tinyio.sleep(5);
+      const timedOut = yield* tinyio.timeout(returnAfter(5, "on time"), 1000);
+      const semaphore = new tinyio.Semaphore(1);
+      const permit = yield* semaphore.acquire();
+      permit.release();
+      const lock = new tinyio.Lock();
+      const held = yield* lock.acquire();
+      held.release();
+      const index = yield* new tinyio.Barrier(1).wait();
+      const completed: number[] = [];
+      for (const next of yield* tinyio.asCompleted([returnAfter(20, 2), returnAfter(5, 1)])) {
+        completed.push(yield* next);
+      }
+      const gathered = yield* tinyio.all([addOne(1), addTwo(1)]);
+      return [timedOut, index, completed, gathered];
+    }
+    assert.deepEqual(run(everything()), [["on time", true], 0, [1, 2], [2, 3]]);
+  });
+
+  it("gives a waiter that used `yield` a CancelledError, never the error itself, and crashes the loop", () => {
+    const log: string[] = [];
+    const error = new Error("kaboom");
+    function* waiter(): Coro<void> {
+      try {
+        yield blowUp(error);
+        log.push("waiter resumed");
+      } catch (caught) {
+        log.push(`waiter got ${kindOf(caught)}`);
+        throw caught;
+      }
+    }
+    assert.equal(thrownBy(() => run(waiter())), error);
+    assert.deepEqual(log, ["waiter got CancelledError"]);
+  });
+
+  it("throws the error of a `yield*` callee at that line, where try/catch can handle it", () => {
+    const error = new Error("kaboom");
+    function* recovers(): Coro<string> {
+      try {
+        yield* blowUp(error);
+      } catch (caught) {
+        return caught === error ? "handled the error itself" : `wrong error: ${kindOf(caught)}`;
+      }
+      return "no error";
+    }
+    assert.equal(run(recovers()), "handled the error itself");
+  });
+
+  it("throws a TypeError into the coroutine at an invalid yield, saying what was yielded and what is allowed", () => {
+    const invalid: [string, unknown, RegExp][] = [
+      ["a number", 5, /5|number/],
+      ["a string", "hello", /hello|string/],
+      ["a plain object", { wait: true }, /object/i],
+      ["an array holding a non-coroutine", [addOne(1), 7], /7|number|array/i],
+      ["an array holding a Promise", [Promise.resolve(1)], /Promise/],
+    ];
+    for (const [what, value, names] of invalid) {
+      function* yieldsAndCatches(): Coro<unknown> {
+        try {
+          yield smuggle(value);
+        } catch (error) {
+          return error;
+        }
+        return "no error";
+      }
+      const error = run(yieldsAndCatches());
+      assert.ok(error instanceof TypeError, `${what}: got ${kindOf(error)}`);
+      assert.match(error.message, names, what);
+      assert.match(error.message, /coroutine/i, `${what}: says what is allowed`);
+    }
+  });
+
+  it("says to use fromPromise under toPromise when a Promise is yielded under the synchronous run", () => {
+    function* yieldsAPromise(): Coro<unknown> {
+      try {
+        yield smuggle(Promise.resolve(1));
+      } catch (error) {
+        return error;
+      }
+      return "no error";
+    }
+    const error = run(yieldsAPromise());
+    assert.ok(error instanceof TypeError, kindOf(error));
+    assert.match(error.message, /fromPromise/);
+    assert.match(error.message, /toPromise/);
+  });
+
+  it("crashes the loop with the TypeError of an invalid yield that is not caught", () => {
+    const log: string[] = [];
+    function* yieldsANumber(): Coro<void> {
+      yield smuggle(42);
+    }
+    function* main(): Coro<void> {
+      yield [waitsForever(log, "bystander"), yieldsANumber()];
+    }
+    const error = thrownBy(() => run(main()));
+    assert.ok(error instanceof TypeError, kindOf(error));
+    assert.match(error.message, /42|number/);
+    assert.deepEqual(log, ["bystander got CancelledError", "bystander finally"]);
+  });
+
+  it("fails with `Cycle detected` when A waits on B which waits on A", () => {
+    // test_cycle
+    function* f(): Coro<void> {
+      yield gg;
+    }
+    function* g(): Coro<void> {
+      yield ff;
+    }
+    const ff = f();
+    const gg = g();
+    function* h(): Coro<void> {
+      yield [ff, gg];
+    }
+    const error = thrownBy(() => run(h()));
+    assert.ok(error instanceof Error);
+    assert.match(error.message, /Cycle detected/);
+  });
+
+  it("fails with `Cycle detected` when a coroutine yields itself", () => {
+    function* selfish(): Coro<void> {
+      yield me;
+    }
+    const me = selfish();
+    const error = thrownBy(() => run(me));
+    assert.match(error.message, /Cycle detected/);
+    function* main(): Coro<void> {
+      yield selfishToo;
+    }
+    function* selfish2(): Coro<void> {
+      yield;
+      yield selfishToo;
+    }
+    const selfishToo = selfish2();
+    assert.match(thrownBy(() => run(main())).message, /Cycle detected/);
+  });
+
+  it("finds a longer cycle at the yield that closes it, while other coroutines are still runnable", () => {
+    let spins = 0;
+    function* spinner(): Coro<void> {
+      for (let i = 0; i < 1000; i++) {
+        spins++;
+        yield;
+      }
+    }
+    function* a(): Coro<void> {
+      yield bb;
+    }
+    function* b(): Coro<void> {
+      yield cc;
+    }
+    function* c(): Coro<void> {
+      yield* pause(3);
+      yield aa; // closes a -> b -> c -> a
+    }
+    const aa = a();
+    const bb = b();
+    const cc = c();
+    function* main(): Coro<void> {
+      yield new Set([spinner()]);
+      yield aa;
+    }
+    const error = thrownBy(() => run(main()));
+    assert.match(error.message, /Cycle detected/);
+    assert.ok(spins < 100, `the spinner ran ${spins} times before the cycle was found`);
+  });
+
+  it("runs runnable coroutines in FIFO order, so one yielding in a loop cannot starve the others", () => {
+    const log: string[] = [];
+    function* worker(name: string): Coro<void> {
+      for (let i = 0; i < 3; i++) {
+        log.push(`${name}${i}`);
+        yield;
+      }
+    }
+    function* main(): Coro<void> {
+      yield [worker("a"), worker("b"), worker("c")];
+    }
+    run(main());
+    assert.deepEqual(log, ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]);
+  });
+
+  it("lets a coroutine woken by a timer run while another yields in a loop", () => {
+    // test_event_fairness2, and the same with a spinner that stops only once
+    // the sleeper ran (bounded, so a failure cannot hang the suite).
+    const log: string[] = [];
+    function* timerWaiter(): Coro<void> {
+      yield new tinyio.Event().wait(0);
+      log.push("timer waiter");
+    }
+    function* spinsTwenty(): Coro<void> {
+      yield new Set([timerWaiter()]);
+      yield* pause(20);
+      log.push("spinner");
+    }
+    run(spinsTwenty());
+    assert.deepEqual(log, ["timer waiter", "spinner"]);
+
+    let woke = false;
+    function* sleeper(): Coro<void> {
+      yield tinyio.sleep(10);
+      woke = true;
+    }
+    function* spinsUntilWoken(): Coro<boolean> {
+      yield new Set([sleeper()]);
+      const deadline = performance.now() + 2000;
+      while (!woke && performance.now() < deadline) yield;
+      return woke;
+    }
+    assert.equal(run(spinsUntilWoken()), true);
+  });
+
+  it("puts coroutines woken by timers at the back of the queue", () => {
+    // test_event_fairness: both wake from their timers before either runs on.
+    const log: number[] = [];
+    function* f(): Coro<void> {
+      yield new tinyio.Event().wait(0);
+      log.push(1);
+      yield* pause(20);
+      log.push(2);
+    }
+    function* g(): Coro<void> {
+      yield [f(), f()];
+    }
+    run(g());
+    assert.deepEqual(log, [1, 1, 2, 2]);
+  });
+});
+
+// Loop
+// ----
+
+describe("Loop", () => {
+  it("returns from `run` only once background coroutines have finished too", () => {
+    const log: string[] = [];
+    function* background(): Coro<void> {
+      yield tinyio.sleep(30);
+      log.push("background done");
+    }
+    function* main(): Coro<string> {
+      yield new Set([background(), addOne(1)]);
+      log.push("main done");
+      return "main";
+    }
+    assert.equal(run(main()), "main");
+    assert.deepEqual(log, ["main done", "background done"]);
+  });
+
+  it("runs synchronously on the calling thread: Node's own timers do not fire during `run`", () => {
+    let fired = false;
+    const timer = setTimeout(() => (fired = true), 0);
+    const out = run(returnAfter(30, "done"));
+    clearTimeout(timer);
+    assert.equal(out, "done");
+    assert.equal(fired, false);
+  });
+
+  it("blocks the thread while every coroutine waits on a timer, without busy-polling", () => {
+    const cpuBefore = process.cpuUsage();
+    const ms = elapsedMs(() => run(tinyio.sleep(250)));
+    const cpu = process.cpuUsage(cpuBefore);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
+    assert.ok(ms >= 245, `slept ${ms} ms`);
+    assert.ok(cpuMs < 100, `used ${cpuMs} ms of CPU to sleep ${ms} ms`);
+  });
+
+  it("fails with `Deadlock` when every coroutine waits on something nothing can set, and cancels them", () => {
+    const log: string[] = [];
+    function* main(): Coro<void> {
+      yield [waitsForever(log, "first"), waitsForever(log, "second")];
+    }
+    const error = thrownBy(() => run(main()));
+    assert.ok(error instanceof Error, kindOf(error));
+    assert.match(error.message, /Deadlock/);
+    assert.deepEqual(log.sort(), ["first finally", "first got CancelledError", "second finally", "second got CancelledError"]);
+  });
+
+  it("detects a Deadlock on a Barrier that never fills and a Lock that is never released", () => {
+    function* halfBarrier(): Coro<void> {
+      yield new tinyio.Barrier(2).wait();
+    }
+    const lock = new tinyio.Lock();
+    function* keepsTheLock(): Coro<void> {
+      yield lock.acquire();
+    }
+    function* wantsTheLock(): Coro<void> {
+      yield keepsTheLock();
+      yield lock.acquire();
+    }
+    assert.match(thrownBy(() => run(halfBarrier())).message, /Deadlock/);
+    assert.match(thrownBy(() => run(wantsTheLock())).message, /Deadlock/);
+  });
+
+  it("does not call it a Deadlock while a timer can still wake a coroutine", () => {
+    const event = new tinyio.Event();
+    function* waiter(): Coro<string> {
+      yield event.wait();
+      return "woken";
+    }
+    function* setter(): Coro<void> {
+      yield tinyio.sleep(30);
+      event.set();
+    }
+    function* main(): Coro<unknown> {
+      return yield [waiter(), setter()];
+    }
+    assert.deepEqual(run(main()), ["woken", undefined]);
+    assert.equal(run(new tinyio.Event().wait(20)), undefined);
+  });
+
+  it("throws `currently running` when `run` is called on a loop that is running", () => {
+    // test_reentrant
+    const loop = new tinyio.Loop();
+    function* reenters(): Coro<unknown> {
+      yield;
+      try {
+        loop.run(addOne(1));
+      } catch (error) {
+        return error;
+      }
+      return "no error";
+    }
+    const error = loop.run(reenters());
+    assert.ok(error instanceof Error, kindOf(error));
+    assert.match(error.message, /currently running/);
+  });
+
+  it("runs a fresh Loop inside a coroutine of another loop, blocking the outer loop until done", () => {
+    const log: string[] = [];
+    function* inner(): Coro<number> {
+      log.push("inner start");
+      const value = yield slowAddOne(1, 20);
+      log.push("inner end");
+      return value;
+    }
+    function* nests(): Coro<number> {
+      log.push("outer start");
+      const value = new tinyio.Loop().run(inner());
+      log.push("outer end");
+      return value;
+    }
+    function* other(): Coro<void> {
+      log.push("other");
+      yield;
+      log.push("other again");
+    }
+    function* main(): Coro<unknown> {
+      return yield [nests(), other()];
+    }
+    assert.deepEqual(run(main()), [2, undefined]);
+    assert.deepEqual(log, ["outer start", "inner start", "inner end", "outer end", "other", "other again"]);
+  });
+
+  it("throws a TypeError when `run` is given something that is not a generator", () => {
+    const notGenerators: [string, unknown][] = [
+      ["a number", 42],
+      ["a generator function (not called)", addOne],
+      ["a Promise", Promise.resolve(1)],
+      ["undefined", undefined],
+      ["an array of coroutines", [addOne(1)]],
+    ];
+    for (const [what, value] of notGenerators) {
+      const error = thrownBy(() => new tinyio.Loop().run(value as Coro));
+      assert.ok(error instanceof TypeError, `${what}: got ${kindOf(error)}`);
+      assert.match(error.message, /generator|coroutine/i, what);
+    }
+  });
+
+  it("leaves no Node timer or handle behind when `run` returns or throws", () => {
+    const active = () => process.getActiveResourcesInfo().sort();
+    const before = active();
+    const event = new tinyio.Event();
+    function* tidy(): Coro<void> {
+      yield new Set([event.wait(20_000)]);
+      yield tinyio.timeout(addOne(1), 20_000);
+      yield tinyio.sleep(5);
+      event.set();
+    }
+    run(tidy());
+    assert.deepEqual(active(), before);
+    function* crashes(): Coro<void> {
+      yield [tinyio.sleep(20_000), new tinyio.Event().wait(20_000), blowUp()];
+    }
+    thrownBy(() => run(crashes()));
+    assert.deepEqual(active(), before);
+  });
+
+  it("lets a script whose last line is `loop.run(...)` exit at once, on success and on error", { timeout: 30_000 }, async () => {
+    // Each script leaves 20-second timeouts behind if the loop leaks them.
+    const success = runScript(`
+      import * as tinyio from "TINYIO";
+      function* main() {
+        const event = new tinyio.Event();
+        yield new Set([event.wait(20000)]);
+        const [value, onTime] = yield tinyio.timeout(tinyio.sleep(10), 20000);
+        event.set();
+        console.log("done", onTime);
+      }
+      new tinyio.Loop().run(main());
+    `);
+    const failure = runScript(`
+      import * as tinyio from "TINYIO";
+      function* bomb() {
+        yield tinyio.sleep(10);
+        throw new Error("child blew up");
+      }
+      function* main() {
+        yield [tinyio.sleep(20000), new tinyio.Event().wait(20000), bomb()];
+      }
+      new tinyio.Loop().run(main());
+    `);
+    const [ok, bad] = await Promise.all([success, failure]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /done true/);
+    assert.ok(ok.ms < 10_000, `the successful script took ${ok.ms} ms to exit`);
+    assert.notEqual(bad.code, 0);
+    assert.notEqual(bad.code, null, "the failing script was killed");
+    assert.match(bad.stderr, /child blew up/);
+    assert.ok(bad.ms < 10_000, `the failing script took ${bad.ms} ms to exit`);
+  });
+});
+
+// Errors and cancellation
+// -----------------------
+
+describe("Errors and cancellation", () => {
+  it("throws the original error object out of `run`, its stack intact", () => {
+    const error = new Error("kapow");
+    const stack = error.stack;
+    function* f(): Coro<void> {
+      yield g();
+    }
+    function* g(): Coro<void> {
+      yield* h();
+    }
+    function* h(): Coro<void> {
+      yield blowUp(error);
+    }
+    const thrown = thrownBy(() => run(f()));
+    assert.equal(thrown, error);
+    assert.ok(String(thrown.stack).startsWith(String(stack)), thrown.stack);
+    assert.match(String(thrown.stack), /blowUp/);
+  });
+
+  it("throws a CancelledError into every other unfinished coroutine: waiting, runnable, or not yet started", () => {
+    const log: string[] = [];
+    const error = new Error("kaboom");
+    function* spinner(): Coro<void> {
+      try {
+        for (;;) yield;
+      } catch (caught) {
+        log.push(`spinner got ${kindOf(caught)}`);
+        throw caught;
+      } finally {
+        log.push("spinner finally");
+      }
+    }
+    function* blowsUpAtOnce(): Coro<void> {
+      throw error;
+    }
+    function* lateComer(): Coro<void> {
+      log.push("late comer started");
+      yield;
+    }
+    const late = lateComer();
+    function* main(): Coro<void> {
+      try {
+        // Started in this order: the waiter and the spinner reach a yield,
+        // then the bomb throws before the late comer's first step.
+        yield [waitsForever(log, "waiter"), spinner(), blowsUpAtOnce(), late];
+      } catch (caught) {
+        log.push(`main got ${kindOf(caught)}`);
+        throw caught;
+      }
+    }
+    assert.equal(thrownBy(() => run(main())), error);
+    assert.deepEqual(log.sort(), [
+      "main got CancelledError",
+      "spinner finally",
+      "spinner got CancelledError",
+      "waiter finally",
+      "waiter got CancelledError",
+    ]);
+    assert.deepEqual(late.next(), { value: undefined, done: true }, "the late comer was closed");
+  });
+
+  it("crashes the loop when a background coroutine throws", () => {
+    const log: string[] = [];
+    const error = new Error("from the background");
+    function* main(): Coro<void> {
+      yield new Set([blowUp(error)]);
+      yield* waitsForever(log, "main");
+    }
+    assert.equal(thrownBy(() => run(main())), error);
+    assert.deepEqual(log, ["main got CancelledError", "main finally"]);
+  });
+
+  it("throws the original error alone when `exceptionGroup` is unset and every coroutine took its cancellation cleanly", () => {
+    // test_propagation / test_cancelling_coroutines_not_affecting_current_error
+    const error = new RuntimeError("oh no");
+    function* i(): Coro<void> {
+      yield;
+      throw error;
+    }
+    function* sleepsForever(): Coro<void> {
+      for (;;) yield tinyio.sleep(1000);
+    }
+    function* f(): Coro<void> {
+      yield [i(), sleepsForever()];
+    }
+    assert.equal(thrownBy(() => run(f())), error);
+    assert.equal(thrownBy(() => run(f(), {})), error);
+  });
+
+  it("throws an AggregateError, original first, when `exceptionGroup` is unset and a coroutine raised something else", () => {
+    const error = new Error("kaboom");
+    const cleanupError = new Error("cleanup failed");
+    function* badCleanup(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        // eslint-disable-next-line no-unsafe-finally
+        throw cleanupError;
+      }
+    }
+    function* main(): Coro<void> {
+      yield [badCleanup(), blowUp(error)];
+    }
+    const thrown = thrownBy(() => run(main()));
+    assert.ok(thrown instanceof AggregateError, kindOf(thrown));
+    assert.deepEqual(thrown.errors, [error, cleanupError]);
+    assert.equal(thrown.errors[0], error);
+  });
+
+  it("throws the original error alone with `exceptionGroup: false`, whatever the others raised", () => {
+    const error = new Error("kaboom");
+    function* badCleanup(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        // eslint-disable-next-line no-unsafe-finally
+        throw new Error("cleanup failed");
+      }
+    }
+    function* main(): Coro<void> {
+      yield [badCleanup(), blowUp(error)];
+    }
+    assert.equal(thrownBy(() => run(main(), { exceptionGroup: false })), error);
+  });
+
+  it("throws an AggregateError with the original first, then the CancelledErrors, with `exceptionGroup: true`", () => {
+    const error = new Error("kapow");
+    const log: string[] = [];
+    function* main(): Coro<void> {
+      yield [waitsForever(log, "h"), blowUp(error)];
+    }
+    const thrown = thrownBy(() => run(main(), { exceptionGroup: true }));
+    assert.ok(thrown instanceof AggregateError, kindOf(thrown));
+    assert.equal(thrown.errors[0], error);
+    // At least `h` and `main`; the loop's own helpers may add more.
+    assert.ok(thrown.errors.length >= 3, `${thrown.errors.length} errors`);
+    for (const other of thrown.errors.slice(1)) {
+      assert.ok(other instanceof tinyio.CancelledError, kindOf(other));
+    }
+    assert.deepEqual(log, ["h got CancelledError", "h finally"]);
+  });
+
+  it("wraps even a lone error with `exceptionGroup: true`, and includes errors raised during cancellation", () => {
+    const lone = new Error("alone");
+    function* throwsAtOnce(): Coro<void> {
+      throw lone;
+    }
+    const thrown = thrownBy(() => run(throwsAtOnce(), { exceptionGroup: true }));
+    assert.ok(thrown instanceof AggregateError, kindOf(thrown));
+    assert.deepEqual(thrown.errors, [lone]);
+
+    const error = new Error("kaboom");
+    const cleanupError = new Error("cleanup failed");
+    function* badCleanup(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        // eslint-disable-next-line no-unsafe-finally
+        throw cleanupError;
+      }
+    }
+    function* main(): Coro<void> {
+      yield [badCleanup(), blowUp(error)];
+    }
+    const group = thrownBy(() => run(main(), { exceptionGroup: true }));
+    assert.ok(group instanceof AggregateError, kindOf(group));
+    assert.equal(group.errors[0], error);
+    assert.ok(group.errors.includes(cleanupError));
+    assert.ok(group.errors.some((other: unknown) => other instanceof tinyio.CancelledError), "main's CancelledError");
+  });
+
+  it("warns when a coroutine swallows its CancelledError by returning, and does not resume it", async () => {
+    const error = new Error("kaboom");
+    const log: string[] = [];
+    function* swallows(): Coro<string> {
+      try {
+        yield new tinyio.Event().wait();
+      } catch {
+        log.push("caught");
+        return "swallowed";
+      }
+      log.push("resumed");
+      return "resumed";
+    }
+    function* main(): Coro<void> {
+      yield [swallows(), blowUp(error)];
+    }
+    let thrown: unknown;
+    const warnings = await collectWarnings(() => (thrown = thrownBy(() => run(main()))));
+    assert.equal(originalOf(thrown), error);
+    assert.deepEqual(log, ["caught"]);
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(warnings[0]!, /return/i);
+  });
+
+  it("warns when a coroutine swallows its CancelledError by yielding again, and does not resume it", async () => {
+    const error = new Error("kaboom");
+    const log: string[] = [];
+    function* yieldsInFinally(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        log.push("finally");
+        yield;
+        log.push("resumed after yielding in finally");
+      }
+    }
+    function* main(): Coro<void> {
+      yield [yieldsInFinally(), blowUp(error)];
+    }
+    let thrown: unknown;
+    const warnings = await collectWarnings(() => (thrown = thrownBy(() => run(main()))));
+    assert.equal(originalOf(thrown), error);
+    assert.deepEqual(log, ["finally"]);
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(warnings[0]!, /yield/i);
+  });
+
+  it("makes CancelledError and TimeoutError Error subclasses, each with its own name", () => {
+    const cancelled = new tinyio.CancelledError();
+    const timedOut = new tinyio.TimeoutError();
+    assert.ok(cancelled instanceof Error);
+    assert.ok(timedOut instanceof Error);
+    assert.equal(cancelled.name, "CancelledError");
+    assert.equal(timedOut.name, "TimeoutError");
+    assert.ok(!(cancelled instanceof tinyio.TimeoutError));
+    assert.ok(!(timedOut instanceof tinyio.CancelledError));
+    assert.match(String(cancelled), /^CancelledError/);
+  });
+});
+
+// Time
+// ----
+
+describe("Time", () => {
+  it("sleeps for at least `ms` milliseconds", () => {
+    const ms = elapsedMs(() => run(tinyio.sleep(100)));
+    assert.ok(ms >= 95, `slept ${ms} ms`);
+    assert.ok(ms < 1000, `slept ${ms} ms`);
+  });
+
+  it("runs the sleeps of gathered coroutines at the same time", () => {
+    // test_sleep: 100 sleeps of 50 ms, which would take 5 s one after another.
+    function* bigGather(): Coro<number[]> {
+      return yield Array.from({ length: 100 }, () => slowAddOne(1));
+    }
+    let out: number[] = [];
+    const ms = elapsedMs(() => (out = run(bigGather())));
+    assert.deepEqual(out, Array(100).fill(2));
+    assert.ok(ms >= 45 && ms < 1000, `took ${ms} ms`);
+    function* twoSleeps(): Coro<void> {
+      yield [tinyio.sleep(50), tinyio.sleep(100)];
+    }
+    const both = elapsedMs(() => run(twoSleeps()));
+    assert.ok(both >= 95 && both < 1000, `took ${both} ms`);
+  });
+
+  it("passes `sleep(0)` through the loop: another runnable coroutine runs before it resumes", () => {
+    for (const inline of [false, true]) {
+      const log: string[] = [];
+      function* sleepsZero(): Coro<void> {
+        log.push("sleeper before");
+        if (inline) yield* tinyio.sleep(0);
+        else yield tinyio.sleep(0);
+        log.push("sleeper after");
+      }
+      function* other(): Coro<void> {
+        log.push("other");
+      }
+      function* main(): Coro<void> {
+        yield [sleepsZero(), other()];
+      }
+      run(main());
+      assert.deepEqual(log, ["sleeper before", "other", "sleeper after"], inline ? "yield*" : "yield");
+    }
+  });
+
+  it("rejects a negative, NaN or non-number `ms` at the call", () => {
+    const negative = thrownBy(() => tinyio.sleep(-1));
+    assert.ok(negative instanceof RangeError, kindOf(negative));
+    assert.match(negative.message, /-1/);
+    const nan = thrownBy(() => tinyio.sleep(NaN));
+    assert.ok(nan instanceof RangeError, kindOf(nan));
+    assert.match(nan.message, /NaN/);
+    const text = thrownBy(() => tinyio.sleep("10" as unknown as number));
+    assert.ok(text instanceof TypeError, kindOf(text));
+    assert.match(text.message, /string|10/);
+  });
+
+  it("returns [value, true] from `timeout` when the coroutine finishes in time, without waiting for the deadline", () => {
+    // test_timeout, first half.
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(tinyio.timeout(returnAfter(40, 3), 5000))));
+    assert.deepEqual(out, [3, true]);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+
+  it("throws a TimeoutError into a late coroutine, runs its finally and returns [undefined, false] once it finished", () => {
+    // test_timeout, second half.
+    const log: string[] = [];
+    function* late(): Coro<number> {
+      try {
+        yield* tinyio.sleep(5000);
+        return 3;
+      } catch (error) {
+        log.push(`late got ${kindOf(error)}`);
+        throw error;
+      } finally {
+        log.push("late finally");
+      }
+    }
+    function* main(): Coro<unknown> {
+      const out = yield tinyio.timeout(late(), 30);
+      log.push("timeout returned");
+      return out;
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(main())));
+    assert.deepEqual(out, [undefined, false]);
+    assert.deepEqual(log, ["late got TimeoutError", "late finally", "timeout returned"]);
+    assert.ok(ms >= 25 && ms < 1000, `took ${ms} ms`);
+  });
+
+  it("goes on with the loop after a timeout: others are untouched and run returns normally", () => {
+    const log: string[] = [];
+    function* bystander(): Coro<string> {
+      yield tinyio.sleep(60);
+      log.push("bystander done");
+      return "bystander";
+    }
+    // The sleep runs inline, so the TimeoutError ends it too; a sleep waited
+    // on with `yield` would keep running, and `run` would wait for it.
+    function* late(): Coro<string> {
+      yield* tinyio.sleep(5000);
+      return "late";
+    }
+    function* main(): Coro<unknown> {
+      const [timedOut, other] = yield [tinyio.timeout(late(), 20), bystander()];
+      log.push("main goes on");
+      const after = yield addOne(1);
+      return [timedOut, other, after];
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(main())));
+    assert.deepEqual(out, [[undefined, false], "bystander", 2]);
+    assert.deepEqual(log, ["bystander done", "main goes on"]);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+
+  it("keeps running what the timed-out coroutine itself waited on", () => {
+    const log: string[] = [];
+    function* child(): Coro<number> {
+      yield tinyio.sleep(60);
+      log.push("child done");
+      return 7;
+    }
+    const kid = child();
+    function* parent(): Coro<number> {
+      return yield kid;
+    }
+    function* main(): Coro<unknown> {
+      const out = yield tinyio.timeout(parent(), 20);
+      log.push("timeout returned");
+      const kidResult = yield kid;
+      return [out, kidResult];
+    }
+    assert.deepEqual(run(main()), [[undefined, false], 7]);
+    assert.deepEqual(log, ["timeout returned", "child done"]);
+  });
+
+  it("gives other coroutines waiting on the timed-out coroutine the TimeoutError at their yield", () => {
+    function* slow(): Coro<string> {
+      yield* tinyio.sleep(5000);
+      return "slow";
+    }
+    const s = slow();
+    function* waitsOnSlow(): Coro<unknown> {
+      try {
+        return yield s;
+      } catch (error) {
+        return error;
+      }
+    }
+    function* main(): Coro<unknown[]> {
+      return yield [tinyio.timeout(s, 30), waitsOnSlow()];
+    }
+    let out: unknown[] = [];
+    const ms = elapsedMs(() => (out = run(main())));
+    assert.deepEqual(out[0], [undefined, false]);
+    assert.ok(out[1] instanceof tinyio.TimeoutError, kindOf(out[1]));
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+
+  it("lets an error thrown by the coroutine under `timeout` propagate as usual", () => {
+    const error = new Error("inside the timeout");
+    function* main(): Coro<unknown> {
+      return yield tinyio.timeout(blowUp(error), 5000);
+    }
+    let thrown: unknown;
+    const ms = elapsedMs(() => (thrown = thrownBy(() => run(main()))));
+    assert.equal(thrown, error);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+});
+
+// Synchronisation
+// ---------------
+
+describe("Synchronisation", () => {
+  it("reports the Event's flag with isSet(): false, true after set(), false after clear()", () => {
+    const event = new tinyio.Event();
+    assert.equal(event.isSet(), false);
+    event.set();
+    assert.equal(event.isSet(), true);
+    event.set();
+    assert.equal(event.isSet(), true);
+    event.clear();
+    assert.equal(event.isSet(), false);
+  });
+
+  it("resumes `event.wait()` when the flag is set, not before", () => {
+    // test_event
+    const event = new tinyio.Event();
+    const log: string[] = [];
+    function* foo(): Coro<void> {
+      log.push(`foo sees ${event.isSet()}`);
+      yield event.wait();
+      log.push(`foo woke and sees ${event.isSet()}`);
+    }
+    function* bar(): Coro<void> {
+      yield new Set([foo()]);
+      yield* pause(10);
+      log.push("bar sets");
+      event.set();
+    }
+    run(bar());
+    assert.deepEqual(log, ["foo sees false", "bar sets", "foo woke and sees true"]);
+    assert.equal(event.isSet(), true);
+  });
+
+  it("resumes at once on an Event already set, including `event.wait()` run on its own", () => {
+    // test_event_run / test_event_only with is_set
+    const event = new tinyio.Event();
+    event.set();
+    assert.equal(run(event.wait()), undefined);
+    function* twice(): Coro<unknown> {
+      return yield [event.wait(), event.wait()];
+    }
+    assert.deepEqual(run(twice()), [undefined, undefined]);
+  });
+
+  it("wakes every waiter of an Event, including two waits in one gather", () => {
+    // test_event_simultaneous_wait
+    const event = new tinyio.Event();
+    function* waiter(): Coro<string> {
+      yield [event.wait(), event.wait()];
+      return "woken";
+    }
+    function* setter(): Coro<void> {
+      yield* pause(5);
+      event.set();
+    }
+    function* main(): Coro<unknown> {
+      return yield [waiter(), waiter(), setter()];
+    }
+    assert.deepEqual(run(main()), ["woken", "woken", undefined]);
+  });
+
+  it("resumes `event.wait(ms)` when the timeout passes and nothing set the flag", () => {
+    const event = new tinyio.Event();
+    const ms = elapsedMs(() => run(event.wait(50)));
+    assert.ok(ms >= 45 && ms < 1000, `waited ${ms} ms`);
+    assert.equal(event.isSet(), false);
+  });
+
+  it("resumes `event.wait(ms)` at the set(), well before the timeout", () => {
+    const event = new tinyio.Event();
+    function* setter(): Coro<void> {
+      yield tinyio.sleep(20);
+      event.set();
+    }
+    function* main(): Coro<void> {
+      yield [event.wait(5000), setter()];
+    }
+    const ms = elapsedMs(() => run(main()));
+    assert.ok(ms >= 15 && ms < 1000, `waited ${ms} ms`);
+  });
+
+  it("wakes a waiter when set() then clear() happen before it ran", () => {
+    for (const inline of [false, true]) {
+      const event = new tinyio.Event();
+      const log: string[] = [];
+      function* waiter(): Coro<void> {
+        if (inline) yield* event.wait();
+        else yield event.wait();
+        log.push("woken");
+      }
+      function* toggler(): Coro<void> {
+        yield* pause(3);
+        event.set();
+        event.clear();
+        log.push("toggled");
+      }
+      function* main(): Coro<void> {
+        yield [waiter(), toggler()];
+      }
+      run(main());
+      assert.deepEqual(log, ["toggled", "woken"], inline ? "yield*" : "yield");
+      assert.equal(event.isSet(), false);
+    }
+  });
+
+  it("keeps a timed-out wait timed out: later set() and clear() neither wake nor disturb it", () => {
+    // test_timeout_then_set, test_set_then_timeout, ..._then_clear,
+    // ..._then_clear_then_set: the gather of a timed-out wait and a plain
+    // wait resumes once, when the plain one is set.
+    const scenarios: [string, boolean, (event: tinyio.Event) => void][] = [
+      ["timeout then set", false, (event) => event.set()],
+      ["set then timeout", true, () => {}],
+      ["set, timeout, clear", true, (event) => event.clear()],
+      ["set, timeout, clear, set", true, (event) => (event.clear(), event.set())],
+    ];
+    for (const [name, setFirst, after] of scenarios) {
+      const first = new tinyio.Event();
+      const second = new tinyio.Event();
+      const log: string[] = [];
+      function* f(): Coro<void> {
+        if (setFirst) first.set();
+        yield [first.wait(0), second.wait()];
+        log.push("gather resumed");
+      }
+      function* g(): Coro<number> {
+        yield new Set([f()]);
+        yield* pause(20);
+        after(first);
+        yield* pause(20);
+        log.push("second set");
+        second.set();
+        yield* pause(20);
+        return 3;
+      }
+      assert.equal(run(g()), 3, name);
+      assert.deepEqual(log, ["second set", "gather resumed"], name);
+    }
+  });
+
+  it("works with `yield* event.wait()`", () => {
+    const event = new tinyio.Event();
+    const log: string[] = [];
+    function* waiter(): Coro<string> {
+      yield* event.wait();
+      log.push("woken");
+      yield* event.wait(10);
+      return "done";
+    }
+    function* setter(): Coro<void> {
+      yield* pause(3);
+      log.push("set");
+      event.set();
+    }
+    function* main(): Coro<unknown> {
+      return yield [waiter(), setter()];
+    }
+    assert.deepEqual(run(main()), ["done", undefined]);
+    assert.deepEqual(log, ["set", "woken"]);
+  });
+
+  it("rejects a Semaphore value that is not a positive integer with a RangeError", () => {
+    for (const value of [0, 1.5, -1, NaN]) {
+      const error = thrownBy(() => new tinyio.Semaphore(value));
+      assert.ok(error instanceof RangeError, `${value}: got ${kindOf(error)}`);
+      assert.ok(error.message.includes(String(value)), `${value}: ${error.message}`);
+    }
+  });
+
+  it("lets at most `value` coroutines hold a Semaphore at once", () => {
+    // test_semaphore, counting the peak instead of raising past it.
+    for (const value of [1, 2, 3]) {
+      const semaphore = new tinyio.Semaphore(value);
+      let holders = 0;
+      let peak = 0;
+      function* count(i: number): Coro<number> {
+        using _ = yield semaphore.acquire();
+        holders++;
+        peak = Math.max(peak, holders);
+        yield;
+        yield;
+        holders--;
+        return i;
+      }
+      function* main(): Coro<number[]> {
+        return yield Array.from({ length: 50 }, (_, i) => count(i));
+      }
+      assert.deepEqual(run(main()), Array.from({ length: 50 }, (_, i) => i));
+      assert.equal(peak, value);
+    }
+  });
+
+  it("hands a released permit straight to the longest waiter, so a newcomer never overtakes", () => {
+    const semaphore = new tinyio.Semaphore(1);
+    const log: string[] = [];
+    function* waiter(name: string): Coro<void> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      log.push(name);
+      yield;
+      permit.release();
+    }
+    function* holder(): Coro<void> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      log.push("holder");
+      yield new Set([waiter("w1"), waiter("w2"), waiter("w3")]);
+      yield* pause(10);
+      permit.release();
+      // Inline, in the same step as the release: a newcomer at the back.
+      const again = yield* semaphore.acquire();
+      log.push("holder again");
+      again.release();
+    }
+    run(holder());
+    assert.deepEqual(log, ["holder", "w1", "w2", "w3", "holder again"]);
+  });
+
+  it("releases a permit taken with `using` at the end of the block", () => {
+    const semaphore = new tinyio.Semaphore(1);
+    const log: string[] = [];
+    function* first(): Coro<void> {
+      {
+        using _ = yield semaphore.acquire();
+        log.push("first in");
+        yield* pause(5);
+        log.push("first out");
+      }
+      yield* pause(5);
+    }
+    function* second(): Coro<void> {
+      yield;
+      using _ = yield semaphore.acquire();
+      log.push("second in");
+    }
+    function* main(): Coro<void> {
+      yield [first(), second()];
+    }
+    run(main());
+    assert.deepEqual(log, ["first in", "first out", "second in"]);
+  });
+
+  it("releases a permit with release() in a finally", () => {
+    const semaphore = new tinyio.Semaphore(1);
+    const log: string[] = [];
+    function* user(name: string): Coro<void> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      try {
+        log.push(`${name} in`);
+        yield;
+        log.push(`${name} out`);
+      } finally {
+        permit.release();
+      }
+    }
+    function* main(): Coro<void> {
+      yield [user("a"), user("b")];
+    }
+    run(main());
+    assert.deepEqual(log, ["a in", "a out", "b in", "b out"]);
+  });
+
+  it("throws an Error when release() is called twice", () => {
+    const semaphore = new tinyio.Semaphore(2);
+    function* releasesTwice(): Coro<unknown> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      permit.release();
+      try {
+        permit.release();
+      } catch (error) {
+        return error;
+      }
+      return "no error";
+    }
+    const error = run(releasesTwice());
+    assert.ok(error instanceof Error, kindOf(error));
+    assert.match(error.message, /releas/i);
+  });
+
+  it("does nothing on `[Symbol.dispose]()` after an explicit release()", () => {
+    const semaphore = new tinyio.Semaphore(1);
+    let holders = 0;
+    let peak = 0;
+    function* releasesThenDisposes(): Coro<void> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      permit.release();
+      permit[Symbol.dispose]();
+    }
+    function* holdsBriefly(): Coro<void> {
+      using _ = yield semaphore.acquire();
+      holders++;
+      peak = Math.max(peak, holders);
+      yield* pause(2);
+      holders--;
+    }
+    function* main(): Coro<void> {
+      yield releasesThenDisposes();
+      yield [holdsBriefly(), holdsBriefly(), holdsBriefly()];
+    }
+    run(main());
+    assert.equal(peak, 1, "a second release would have let two in");
+  });
+
+  it("does not lose the permit to a waiter that timed out", () => {
+    // The acquire under the timeout is the one cancelled: alone, or inline
+    // in a coroutine of its own.
+    const ways: [string, (semaphore: tinyio.Semaphore) => Coro<tinyio.Release>][] = [
+      ["timeout(semaphore.acquire())", (semaphore) => semaphore.acquire()],
+      [
+        "yield* semaphore.acquire() in a coroutine",
+        function* (semaphore): Coro<tinyio.Release> {
+          return yield* semaphore.acquire();
+        },
+      ],
+    ];
+    for (const [way, acquire] of ways) {
+      const semaphore = new tinyio.Semaphore(1);
+      const log: string[] = [];
+      function* holder(): Coro<void> {
+        const permit: tinyio.Release = yield semaphore.acquire();
+        log.push("holder in");
+        yield tinyio.sleep(60);
+        log.push("holder out");
+        permit.release();
+      }
+      function* impatient(): Coro<void> {
+        yield;
+        const [, onTime] = yield tinyio.timeout(acquire(semaphore), 20);
+        log.push(`impatient on time: ${onTime}`);
+      }
+      function* patient(): Coro<void> {
+        yield* pause(3);
+        const permit: tinyio.Release = yield semaphore.acquire();
+        log.push("patient in");
+        permit.release();
+      }
+      function* main(): Coro<void> {
+        yield [holder(), impatient(), patient()];
+        using _ = yield* semaphore.acquire();
+        log.push("free again");
+      }
+      run(main());
+      assert.deepEqual(log, ["holder in", "impatient on time: false", "holder out", "patient in", "free again"], way);
+    }
+  });
+
+  it("makes a Lock a Semaphore(1) with the same acquire()", () => {
+    // test_lock
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    function* count(i: number): Coro<number> {
+      using _ = yield lock.acquire();
+      holders++;
+      peak = Math.max(peak, holders);
+      yield;
+      holders--;
+      return i;
+    }
+    function* main(): Coro<number[]> {
+      return yield Array.from({ length: 50 }, (_, i) => count(i));
+    }
+    assert.deepEqual(run(main()), Array.from({ length: 50 }, (_, i) => i));
+    assert.equal(peak, 1);
+    function* releasesTwice(): Coro<unknown> {
+      const permit: tinyio.Release = yield lock.acquire();
+      permit.release();
+      permit[Symbol.dispose]();
+      return thrownBy(() => permit.release());
+    }
+    assert.ok(run(releasesTwice()) instanceof Error);
+  });
+
+  it("blocks `barrier.wait()` until `parties` coroutines called it, and resumes each with its arrival index", () => {
+    // test_barrier, with the arrival order made explicit.
+    const barrier = new tinyio.Barrier(3);
+    const log: string[] = [];
+    function* arrive(name: string, delay: number): Coro<number> {
+      yield* pause(delay);
+      log.push(`${name} arrives`);
+      const index = yield barrier.wait();
+      log.push(`${name} passes`);
+      return index;
+    }
+    function* main(): Coro<number[]> {
+      return yield [arrive("a", 8), arrive("b", 0), arrive("c", 4)];
+    }
+    assert.deepEqual(run(main()), [2, 0, 1]);
+    assert.deepEqual(log.slice(0, 3), ["b arrives", "c arrives", "a arrives"]);
+    assert.deepEqual(log.slice(3).sort(), ["a passes", "b passes", "c passes"]);
+    assert.equal(run(new tinyio.Barrier(1).wait()), 0);
+  });
+
+  it("gives results in completion order from `asCompleted` over a Set", () => {
+    // test_as_completed
+    function* main(): Coro<string[]> {
+      const out: string[] = [];
+      const inputs = new Set([returnAfter(90, "c"), returnAfter(10, "a"), returnAfter(50, "b")]);
+      for (const next of (yield tinyio.asCompleted(inputs)) as Iterable<Coro<string>>) {
+        out.push(yield next);
+      }
+      return out;
+    }
+    assert.deepEqual(run(main()), ["a", "b", "c"]);
+  });
+
+  it("gives results in completion order from `asCompleted` over an array", () => {
+    function* main(): Coro<string[]> {
+      const out: string[] = [];
+      for (const next of (yield tinyio.asCompleted<string | number>([
+        returnAfter(90, "c"),
+        addOne(0),
+        returnAfter(50, "b"),
+      ])) as Iterable<Coro<string | number>>) {
+        out.push(String(yield next));
+      }
+      return out;
+    }
+    assert.deepEqual(run(main()), ["1", "b", "c"]);
+  });
+
+  it("gives one coroutine per input from `asCompleted`, in completion order whatever order they are yielded in", () => {
+    // test_as_completed_out_of_order
+    function* main(): Coro<string[]> {
+      const iterable: Iterable<Coro<string>> = yield tinyio.asCompleted(
+        new Set([returnAfter(90, "c"), returnAfter(10, "a"), returnAfter(50, "b")]),
+      );
+      const nexts = [...iterable];
+      assert.equal(nexts.length, 3);
+      const third = yield nexts[2];
+      const second = yield nexts[1];
+      const first = yield nexts[0];
+      return [first, second, third];
+    }
+    assert.deepEqual(run(main()), ["a", "b", "c"]);
+  });
+
+  it("starts every input of `asCompleted` in the background, iterated or not", () => {
+    const log: string[] = [];
+    function* work(name: string): Coro<void> {
+      yield tinyio.sleep(10);
+      log.push(name);
+    }
+    function* main(): Coro<string> {
+      yield tinyio.asCompleted(new Set([work("x"), work("y")]));
+      return "returned without iterating";
+    }
+    assert.equal(run(main()), "returned without iterating");
+    assert.deepEqual(log.sort(), ["x", "y"]);
+  });
+});
+
+// Typed results
+// -------------
+
+describe("Typed results", () => {
+  function* countTo(n: number): Coro<number> {
+    yield* pause(n);
+    return n;
+  }
+  function* greet(name: string): Coro<string> {
+    yield;
+    return `hello ${name}`;
+  }
+
+  it("types `yield* coro` as the coroutine's return type", () => {
+    function* main(): Coro<number> {
+      const n = yield* addTwo(1);
+      const isNumber: Equal<typeof n, number> = true;
+      assert.ok(isNumber);
+      return n;
+    }
+    assert.equal(run(main()), 3);
+  });
+
+  it("gives a typed gather with `yield* tinyio.all([...])`", () => {
+    function* main(): Coro<[number, string]> {
+      const [n, s] = yield* tinyio.all([countTo(3), greet("x")]);
+      const nIsNumber: Equal<typeof n, number> = true;
+      const sIsString: Equal<typeof s, string> = true;
+      assert.ok(nIsNumber && sIsString);
+      return [n, s];
+    }
+    assert.deepEqual(run(main()), [3, "hello x"]);
+  });
+
+  it("makes `all` the same gather as `yield [a, b]`: concurrent, once per coroutine, [] at once", () => {
+    const log: string[] = [];
+    let runs = 0;
+    function* worker(name: string): Coro<string> {
+      runs++;
+      log.push(`${name}0`);
+      yield;
+      log.push(`${name}1`);
+      return name;
+    }
+    function* main(): Coro<unknown[]> {
+      const shared = worker("a");
+      const viaAll = yield* tinyio.all([shared, worker("b")]);
+      const viaYield = yield [shared];
+      const empty = yield* tinyio.all([]);
+      return [viaAll, viaYield, empty];
+    }
+    assert.deepEqual(run(main()), [["a", "b"], ["a"], []]);
+    assert.deepEqual(log, ["a0", "b0", "a1", "b1"]);
+    assert.equal(runs, 2);
+  });
+
+  it("follows the rule for yielded coroutines in `all`: the caller gets a CancelledError, never the error", () => {
+    const error = new Error("kaboom");
+    const log: string[] = [];
+    function* main(): Coro<void> {
+      try {
+        yield* tinyio.all([blowUp(error), addOne(1)]);
+      } catch (caught) {
+        log.push(`main got ${kindOf(caught)}`);
+        throw caught;
+      }
+    }
+    assert.equal(thrownBy(() => run(main())), error);
+    assert.deepEqual(log, ["main got CancelledError"]);
+  });
+});
