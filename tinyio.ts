@@ -413,7 +413,7 @@ export class Loop {
     const outer = current;
     let sliceStart = performance.now();
     try {
-      this.#startTask(root);
+      if (!this.results.has(root)) this.#startTask(root); // (if it has, we return its result)
       while (this.tasks.size > 0) {
         current = this;
         const now = this.#collectWakeUps();
@@ -758,26 +758,23 @@ export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefin
 }
 
 // A plain `yield coro` cannot be given a deadline, but an event wait can. So
-// a watcher in the background waits for `coro` and sets `done`, and we wait
-// on `done` with the deadline.
+// a watcher in the background waits for `coro`, notes its result and sets
+// `done`; we wait on `done` with the deadline.
 function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   const done = new Event();
-  yield new Set([watch(coro, done)]);
+  const outcome: { value?: T } = {};
+  yield new Set([watch(coro, done, outcome)]);
   yield done.wait(ms);
-  const error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
-  // `coro` may have finished right at the deadline, its watcher not yet run.
-  if (done.isSet() || !current!.timeOut(coro, error)) return [yield coro, true];
-  try {
-    yield coro; // it may catch the TimeoutError and return: still too late
-  } catch (e) {
-    if (e !== error) throw e;
-  }
-  return [undefined, false];
+  // (`coro` may have finished right at the deadline, its watcher not yet
+  // run: then it is not running, and not ours to time out.)
+  const timedOut = !done.isSet() && current!.timeOut(coro, new TimeoutError(`The coroutine did not finish within ${ms} ms.`));
+  yield done.wait(); // until `coro` has finished, its cleanup included
+  return timedOut ? [undefined, false] : [outcome.value as T, true];
 }
 
-function* watch(coro: Coro, done: Event): Coro<void> {
+function* watch<T>(coro: Coro<T>, done: Event, outcome: { value?: T }): Coro<void> {
   try {
-    yield coro;
+    outcome.value = yield coro;
   } finally {
     done.set();
   }
@@ -817,8 +814,7 @@ export class Semaphore {
 
   /** @param value how many may hold a permit at once: a positive integer. */
   constructor(value: number) {
-    if (!Number.isInteger(value) || value < 1) throw new RangeError(`new Semaphore(value) needs a positive integer, but got ${describe(value)}.`);
-    this.#free = value;
+    this.#free = checkCount(value, "new Semaphore(value)");
   }
 
   /** A coroutine that waits for a permit and returns it as a {@link Release}. */
@@ -838,29 +834,19 @@ export class Semaphore {
         throw error;
       }
     }
-    return new Permit(() => this.#release());
+    let released = false;
+    const release = () => {
+      if (released) throw new Error("This semaphore permit was released already; release each permit once.");
+      released = true;
+      this.#release();
+    };
+    return { release, [Symbol.dispose]: () => released || release() };
   }
 
   #release(): void {
     const next = this.#queue.shift();
     if (next === undefined) this.#free++;
     else next.set();
-  }
-}
-
-class Permit implements Release {
-  #giveBack: (() => void) | null;
-  constructor(giveBack: () => void) {
-    this.#giveBack = giveBack;
-  }
-  release(): void {
-    if (this.#giveBack === null) throw new Error("This semaphore permit was released already; release each permit once.");
-    const giveBack = this.#giveBack;
-    this.#giveBack = null;
-    giveBack();
-  }
-  [Symbol.dispose](): void {
-    if (this.#giveBack !== null) this.release();
   }
 }
 
@@ -897,8 +883,7 @@ export class Barrier {
 
   /** @param parties how many coroutines to wait for: a positive integer. */
   constructor(parties: number) {
-    if (!Number.isInteger(parties) || parties < 1) throw new RangeError(`new Barrier(parties) needs a positive integer, but got ${describe(parties)}.`);
-    this.#parties = parties;
+    this.#parties = checkCount(parties, "new Barrier(parties)");
   }
 
   /** Waits for all parties; returns this caller's arrival index, from 0. */
@@ -926,27 +911,25 @@ export class Barrier {
  * ```
  */
 export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<Coro<T>>> {
-  const list = [...coros];
-  if (!(coros instanceof Set || Array.isArray(coros)) || !list.every(isCoro)) throw new TypeError("asCompleted(coros) needs a Set or an array of coroutines.");
-  return asCompletedCoro(list);
+  if (!(coros instanceof Set || Array.isArray(coros)) || ![...coros].every(isCoro)) throw new TypeError(`asCompleted(coros) needs a Set or an array of coroutines, but got ${describe(coros)}.`);
+  return asCompletedCoro([...coros]);
 }
 
-// Result number k goes into slot k, and wakes whoever waits on slot k.
+// The k-th result to arrive goes into slot k, and wakes whoever waits on it.
 function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
-  const results: T[] = [];
-  const arrived = coros.map(() => new Event());
+  const slots = coros.map(() => ({ arrived: new Event(), value: undefined as T }));
   let count = 0;
   function* record(coro: Coro<T>): Coro<void> {
-    const value: T = yield coro; // (not `results[count] = yield`: that reads `count` before the wait)
-    results[count] = value;
-    arrived[count++].set();
+    const value: T = yield coro; // (not `slots[count].value = yield`, which would read `count` too early)
+    slots[count].value = value;
+    slots[count++].arrived.set();
   }
-  function* slot(k: number): Coro<T> {
-    yield arrived[k].wait();
-    return results[k];
+  function* take(slot: (typeof slots)[number]): Coro<T> {
+    yield slot.arrived.wait();
+    return slot.value;
   }
   yield new Set(coros.map(record));
-  return coros.map((_, k) => slot(k));
+  return slots.map(take);
 }
 
 /**
@@ -963,6 +946,11 @@ function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
  */
 export function* all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly [K in keyof T]: T[K] extends Coro<infer R> ? R : never }> {
   return yield coros;
+}
+
+function checkCount(n: unknown, where: string): number {
+  if (!Number.isInteger(n) || (n as number) < 1) throw new RangeError(`${where} needs a positive integer, but got ${describe(n)}.`);
+  return n as number;
 }
 
 // Threads
@@ -1019,63 +1007,37 @@ process.on("exit", (code) => answer({ exit: code, error: fatal && describe(fatal
  */
 export const CANCEL_GRACE_MS = 250;
 
-// An idle worker older than this is retired when its pool is next used.
-const IDLE_RETIRE_MS = 10_000;
-
 /** What `this` is inside a function run by {@link runInThread}. */
 export type ThreadContext = {
   /** Aborts (with a `CancelledError` as its reason) when the call is cancelled. */
   signal: AbortSignal;
 };
 
-// The main side of one worker, and of one call. A call is `busy` from when
-// it is posted to a worker until its answer has been read.
-type Thread = { worker: Worker; port: MessagePort; idleSince: number };
+// The main side of one worker, and of one call. A worker is `busy` from
+// when a call is posted to it until its answer has been read.
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number };
+type Call = { message: { source: string; args: unknown[] }; done: Event; answer?: Answer; thread?: Thread; cancelled?: boolean };
+type Thread = { worker: Worker; port: MessagePort; pool: ThreadPool; call?: Call };
+const busy = new Set<Thread>();
 
-class Call {
-  source: string;
-  args: unknown[];
-  done = new Event();
-  answer: Answer | null = null;
-  thread: Thread | null = null;
-  pool: ThreadPool;
-  cancelled = false;
-  constructor(pool: ThreadPool, source: string, args: unknown[]) {
-    this.pool = pool;
-    this.source = source;
-    this.args = args;
-  }
-
-  // Called by the loop for each busy call when the wake word has moved.
-  settle(answer: Answer): void {
-    busy.delete(this);
-    this.answer = answer;
-    this.pool.returnThread(this.thread!, this.cancelled || answer.exit !== undefined);
-    this.done.set();
-  }
-
-  // The result, or the thread's error rebuilt here with its name, message
-  // and the thread's own stack.
-  result(): unknown {
-    const { value, error, exit } = this.answer!;
-    if (error === undefined && exit === undefined) return value;
-    const { name = "Error", message = `The thread exited with code ${exit} before the function returned.`, stack = "" } = error ?? {};
-    const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
-    const rebuilt = new Error(message + hint);
-    rebuilt.name = name;
-    rebuilt.stack = stack ? stack.replace(message, message + hint) : `${name}: ${message}${hint}`;
-    throw rebuilt;
+// The loop calls this whenever the wake word has moved: read the answers.
+function pollThreads(): void {
+  for (const thread of busy) {
+    const received = receiveMessageOnPort(thread.port);
+    if (received !== undefined) thread.pool.settle(thread, received.message as Answer);
   }
 }
 
-const busy = new Set<Call>();
-
-function pollThreads(): void {
-  for (const call of busy) {
-    const received = receiveMessageOnPort(call.thread!.port);
-    if (received !== undefined) call.settle(received.message as Answer);
-  }
+// A call's result, or the thread's error rebuilt here, with its name,
+// message and the thread's own stack.
+function resultOf({ value, error, exit }: Answer): unknown {
+  if (error === undefined && exit === undefined) return value;
+  const { name, message, stack } = error ?? { name: "Error", message: `The thread exited with code ${exit} before the function returned.`, stack: "" };
+  const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
+  const rebuilt = new Error(message + hint);
+  rebuilt.name = name;
+  if (stack) rebuilt.stack = stack.replace(message, message + hint);
+  throw rebuilt;
 }
 
 /**
@@ -1098,39 +1060,38 @@ export class ThreadPool {
 
   /** @param maxThreads how many workers may run at once: a positive integer. */
   constructor(maxThreads: number) {
-    if (!Number.isInteger(maxThreads) || maxThreads < 1) throw new RangeError(`new ThreadPool(maxThreads) needs a positive integer, but got ${describe(maxThreads)}.`);
-    this.#max = maxThreads;
+    this.#max = checkCount(maxThreads, "new ThreadPool(maxThreads)");
   }
 
-  /**
-   * Runs `fn(...args)` on a worker of this pool; see {@link runInThread}.
-   */
+  /** Runs `fn(...args)` on a worker of this pool; see {@link runInThread}. */
   *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
-    const call = new Call(this, sourceOf(fn), args);
+    const call: Call = { message: { source: sourceOf(fn), args }, done: new Event() };
     this.#waiting.push(call);
     this.#dispatch();
     try {
       yield call.done.wait();
     } catch (reason) {
       // Cancelled (or timed out) at our `yield`. If the call never left the
-      // queue, forget it. Otherwise ask the thread to stop, give it the
-      // grace period, and terminate its worker if it did not answer. Only
-      // then does the error go on, so that whoever waits on this call knows
-      // the thread has stopped. The wait is shielded: a cancelled coroutine
-      // may yield it.
-      if (call.thread === null) this.#waiting.splice(this.#waiting.indexOf(call), 1);
-      else {
+      // queue, forget it. If it is running, ask the thread to stop, give it
+      // the grace period, and terminate its worker if it did not answer.
+      // Only then does the error go on, so that whoever waits on this call
+      // knows the thread has stopped. (The grace wait is shielded: a
+      // cancelled coroutine may yield it.)
+      const { thread } = call;
+      if (thread === undefined) this.#waiting.splice(this.#waiting.indexOf(call), 1);
+      else if (call.answer === undefined) {
         call.cancelled = true;
-        call.thread.port.postMessage({ abort: true });
+        thread.port.postMessage({ abort: true });
         const grace = call.done.wait(CANCEL_GRACE_MS) as unknown as Wait;
         grace.shield = true;
         yield grace as unknown as Coro;
-        if (call.answer === null) this.#terminate(call);
-        if (call.answer?.error !== undefined) call.result(); // the thread's own error, raised by cleanup
+        const answer = call.answer as Answer | undefined; // (set meanwhile by `settle`)
+        if (answer === undefined) this.settle(thread, { cancelled: true });
+        else if (answer.error) resultOf(answer); // the thread's own error, from its cleanup
       }
       throw reason;
     }
-    return call.result() as Awaited<R>;
+    return resultOf(call.answer!) as Awaited<R>;
   }
 
   /** Runs `fn` on each of `xs` in this pool; returns the results in order. */
@@ -1138,57 +1099,49 @@ export class ThreadPool {
     return yield [...xs].map((x) => this.runInThread(fn, x));
   }
 
+  /** @internal A worker answered, or is given up on. A worker that was cancelled or died is retired; others are kept for the next call. */
+  settle(thread: Thread, answer: Answer): void {
+    const call = thread.call!;
+    busy.delete(thread);
+    thread.call = undefined;
+    thread.worker.unref();
+    if (!call.cancelled && answer.exit === undefined) this.#idle.push(thread);
+    else {
+      this.#count--;
+      void thread.worker.terminate();
+      thread.port.close();
+    }
+    call.answer = answer;
+    call.done.set();
+    this.#dispatch();
+  }
+
   // Hand waiting calls to idle workers, starting new ones up to the bound.
   #dispatch(): void {
-    while (this.#waiting.length > 0) {
-      const thread = this.#idle.pop() ?? (this.#count < this.#max ? this.#spawn() : undefined);
-      if (thread === undefined) return;
+    while (this.#waiting.length > 0 && (this.#idle.length > 0 || this.#count < this.#max)) {
+      const thread = this.#idle.pop() ?? this.#spawn();
       const call = this.#waiting.shift()!;
-      call.thread = thread;
       try {
-        thread.port.postMessage({ source: call.source, args: call.args });
+        thread.port.postMessage(call.message);
       } catch (error) {
-        call.answer = { error: { name: "DataCloneError", message: `An argument of runInThread cannot be sent to a thread (structured clone refused it): ${(error as Error).message}`, stack: "" } };
         this.#idle.push(thread);
+        call.answer = { error: { name: "DataCloneError", message: `An argument of runInThread cannot be sent to a thread (structured clone refused it): ${(error as Error).message}`, stack: "" } };
         call.done.set();
         continue;
       }
+      call.thread = thread;
+      thread.call = call;
       thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
-      busy.add(call);
+      busy.add(thread);
     }
   }
 
   #spawn(): Thread {
     const { port1, port2 } = new MessageChannel();
     const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2 }, transferList: [port2] });
-    worker.on("error", () => {}); // it reaches us through the port instead
-    worker.unref();
+    worker.on("error", () => {}); // a dying worker reaches us through its port instead
     this.#count++;
-    return { worker, port: port1, idleSince: 0 };
-  }
-
-  /** @internal A call's worker is free again, or must go (it was cancelled, or died). */
-  returnThread(thread: Thread, retire: boolean): void {
-    thread.worker.unref();
-    if (retire) this.#retire(thread);
-    else {
-      thread.idleSince = performance.now();
-      this.#idle.push(thread);
-      const oldest = this.#idle[0];
-      if (thread.idleSince - oldest.idleSince > IDLE_RETIRE_MS) this.#retire(this.#idle.shift()!);
-    }
-    this.#dispatch();
-  }
-
-  #terminate(call: Call): void {
-    busy.delete(call);
-    this.returnThread(call.thread!, true);
-  }
-
-  #retire(thread: Thread): void {
-    this.#count--;
-    void thread.worker.terminate();
-    thread.port.close();
+    return { worker, port: port1, pool: this };
   }
 }
 
