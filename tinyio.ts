@@ -297,6 +297,12 @@ class Wait {
   }
 }
 
+// Marks a wait as one that a cancelled coroutine may still yield.
+function shielded(wait: Coro<void>): Coro<void> {
+  (wait as unknown as Wait).shield = true;
+  return wait;
+}
+
 // The timer heap: a binary min-heap of waits by deadline, so the soonest is
 // always at index 0, and adding or removing one costs O(log n). A wait that
 // fired early (its event was set) stays in the heap until it reaches the
@@ -416,24 +422,21 @@ export class Loop {
       if (!this.results.has(root)) this.#startTask(root); // (if it has, we return its result)
       while (this.tasks.size > 0) {
         current = this;
-        const now = this.#collectWakeUps();
+        this.#collectWakeUps();
         // Loop invariant: every task in `queue` is also in `tasks`.
         const batch = this.queue;
         this.queue = [];
         for (const task of batch) this.#step(task);
         current = outer;
-        if (this.queue.length > 0) {
-          if (now - sliceStart < SLICE_MS) continue;
-          sliceStart = now;
-          yield 0;
-        } else if (this.tasks.size > 0) {
-          try {
-            yield this.#sleepTime();
-          } catch (error) {
-            this.#crash(error);
-          }
-          sliceStart = performance.now();
+        if (this.tasks.size === 0) break;
+        const ms = this.queue.length > 0 ? 0 : this.#sleepTime();
+        if (ms === 0 && performance.now() - sliceStart < SLICE_MS) continue;
+        try {
+          yield ms;
+        } catch (error) {
+          this.#crash(error);
         }
+        sliceStart = performance.now();
       }
       return this.#outcome(root, options);
     } finally {
@@ -447,7 +450,7 @@ export class Loop {
   // Before each batch we gather what woke us: thread answers (only if the
   // wake word moved since we last looked) and timers that are due. Each of
   // those counts a waiter down, which may queue its task.
-  #collectWakeUps(): number {
+  #collectWakeUps(): void {
     this.seen = Atomics.load(wake, 0);
     if (busy.size > 0 && this.seen !== polledAt) {
       polledAt = this.seen;
@@ -455,7 +458,6 @@ export class Loop {
     }
     const now = performance.now();
     while (this.timers.length > 0 && this.timers[0].deadline <= now) heapPop(this.timers).fire();
-    return now;
   }
 
   // How long the driver may sleep: until the soonest timer that still
@@ -1082,9 +1084,7 @@ export class ThreadPool {
       else if (call.answer === undefined) {
         call.cancelled = true;
         thread.port.postMessage({ abort: true });
-        const grace = call.done.wait(CANCEL_GRACE_MS) as unknown as Wait;
-        grace.shield = true;
-        yield grace as unknown as Coro;
+        yield shielded(call.done.wait(CANCEL_GRACE_MS));
         const answer = call.answer as Answer | undefined; // (set meanwhile by `settle`)
         if (answer === undefined) this.settle(thread, { cancelled: true });
         else if (answer.error) resultOf(answer); // the thread's own error, from its cleanup
@@ -1317,10 +1317,10 @@ export function* isolate<R>(coro: Coro<R>, options?: RunOptions): Coro<[R, true]
     }
     passOn = NONE;
     inner.parked = new Event();
-    const wait = inner.parked.wait(step.value) as unknown as Wait;
-    wait.shield = outerError !== NONE; // waiting for the nested loop to finish cancelling
+    const wait = inner.parked.wait(step.value);
     try {
-      yield wait as unknown as Coro;
+      // (Once cancelled, we wait for the nested loop to finish cancelling.)
+      yield outerError === NONE ? wait : shielded(wait);
     } catch (error) {
       if (outerError !== NONE) throw error;
       outerError = passOn = error;
@@ -1348,17 +1348,12 @@ export function* isolate<R>(coro: Coro<R>, options?: RunOptions): Coro<[R, true]
  */
 export function* copy<T>(coro: Coro<T>): Coro<Coro<T>> {
   const done = new Event();
-  let result: T;
-  function* record(): Coro<void> {
-    result = yield coro;
-    done.set();
-  }
-  function* replay(): Coro<T> {
+  const outcome: { value?: T } = {};
+  yield new Set([watch(coro, done, outcome)]); // as in `timeout`
+  return (function* replay(): Coro<T> {
     yield done.wait();
-    return result;
-  }
-  yield new Set([record()]);
-  return replay();
+    return outcome.value as T;
+  })();
 }
 
 // You made it
