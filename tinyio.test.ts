@@ -892,8 +892,9 @@ describe("Loop", () => {
 
 describe("Errors and cancellation", () => {
   it("throws the original error object out of `run`, its stack intact", () => {
-    const error = new Error("kapow");
-    const stack = error.stack;
+    // test_propagation: the error comes from deep down a chain of waits.
+    let error: Error | undefined;
+    let stack = "";
     function* f(): Coro<void> {
       yield g();
     }
@@ -901,12 +902,19 @@ describe("Errors and cancellation", () => {
       yield* h();
     }
     function* h(): Coro<void> {
-      yield blowUp(error);
+      yield throwsDeepDown();
+    }
+    function* throwsDeepDown(): Coro<void> {
+      yield;
+      error = new RuntimeError("oh no");
+      stack = String(error.stack);
+      throw error;
     }
     const thrown = thrownBy(() => run(f()));
+    assert.ok(error !== undefined);
     assert.equal(thrown, error);
-    assert.ok(String(thrown.stack).startsWith(String(stack)), thrown.stack);
-    assert.match(String(thrown.stack), /blowUp/);
+    assert.match(stack, /throwsDeepDown/);
+    assert.ok(String(thrown.stack).startsWith(stack), thrown.stack);
   });
 
   it("throws a CancelledError into every other unfinished coroutine: waiting, runnable, or not yet started", () => {

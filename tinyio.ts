@@ -115,15 +115,6 @@ export class TimeoutError extends Error {
 // marker instead of `undefined`, since JavaScript can `throw undefined`.
 const NONE: unique symbol = Symbol("none");
 
-// When a coroutine times out, the loop stores this in place of its result:
-// anyone who waits on it later gets the `TimeoutError` thrown in.
-class Failed {
-  error: unknown;
-  constructor(error: unknown) {
-    this.error = error;
-  }
-}
-
 // The wake word
 // -------------
 //
@@ -282,19 +273,13 @@ class Wait {
   // a coroutine can (`yield*`, `loop.run`, a Set): its first `next()` hands
   // the wait itself to the loop, which registers it; the second returns.
   next(): IteratorResult<Wait, undefined> {
-    if (this.#stepped) return { value: undefined, done: true };
+    const first = !this.#stepped;
     this.#stepped = true;
-    return { value: this, done: false };
+    return first ? { value: this, done: false } : { value: undefined, done: true };
   }
-  throw(error: unknown): never {
-    throw error;
-  }
-  return(value: unknown): IteratorResult<never, unknown> {
-    return { value, done: true };
-  }
-  [Symbol.iterator](): this {
-    return this;
-  }
+  throw(error: unknown): never { throw error; }
+  return(value: unknown): IteratorResult<never, unknown> { return { value, done: true }; }
+  [Symbol.iterator](): this { return this; }
 }
 
 // Marks a wait as one that a cancelled coroutine may still yield.
@@ -657,15 +642,20 @@ export class Loop {
       if (group === false || (group === undefined && others.length === 0)) throw error;
       throw new AggregateError([error, ...(group ? errors : others)], `A tinyio coroutine failed (${String(error)}), and ${others.length} more error(s) were raised while cancelling the others.`);
     }
-    const result = this.results.get(root);
-    if (result instanceof Failed) throw result.error;
-    return result;
+    return this.#collect(root);
   }
 }
 
 // Errors that `timeout` threw into a coroutine. A coroutine that fails with
-// one of these has "timed out" rather than crashed the loop.
+// one of these has "timed out" rather than crashed the loop, and we store
+// the error, wrapped, as its result, for whoever waits on it to receive.
 const timeoutErrors = new WeakSet<object>();
+class Failed {
+  error: unknown;
+  constructor(error: unknown) {
+    this.error = error;
+  }
+}
 
 function deadlock(): Error {
   return new Error("Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.");
@@ -1015,18 +1005,21 @@ export type ThreadContext = {
   signal: AbortSignal;
 };
 
-// The main side of one worker, and of one call. A worker is `busy` from
-// when a call is posted to it until its answer has been read.
+// The main side of one worker, and of the call it runs. A worker is `busy`
+// from when a call is posted to it until its answer has been read.
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number };
-type Call = { message: { source: string; args: unknown[] }; done: Event; answer?: Answer; thread?: Thread; cancelled?: boolean };
-type Thread = { worker: Worker; port: MessagePort; pool: ThreadPool; call?: Call };
+type Call = { done: Event; answer?: Answer; cancelled?: boolean };
+type Thread = { worker: Worker; port: MessagePort; call?: Call };
 const busy = new Set<Thread>();
 
 // The loop calls this whenever the wake word has moved: read the answers.
 function pollThreads(): void {
   for (const thread of busy) {
     const received = receiveMessageOnPort(thread.port);
-    if (received !== undefined) thread.pool.settle(thread, received.message as Answer);
+    if (received === undefined) continue;
+    busy.delete(thread);
+    thread.call!.answer = received.message as Answer;
+    thread.call!.done.set();
   }
 }
 
@@ -1055,94 +1048,64 @@ function resultOf({ value, error, exit }: Answer): unknown {
  * ```
  */
 export class ThreadPool {
-  #max: number;
-  #count = 0;
+  // The bound is a semaphore: it already serves waiters in order, and
+  // forgets a waiter that is cancelled in the queue.
+  #slots: Semaphore;
   #idle: Thread[] = [];
-  #waiting: Call[] = [];
 
   /** @param maxThreads how many workers may run at once: a positive integer. */
   constructor(maxThreads: number) {
-    this.#max = checkCount(maxThreads, "new ThreadPool(maxThreads)");
+    this.#slots = new Semaphore(checkCount(maxThreads, "new ThreadPool(maxThreads)"));
   }
 
   /** Runs `fn(...args)` on a worker of this pool; see {@link runInThread}. */
   *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
-    const call: Call = { message: { source: sourceOf(fn), args }, done: new Event() };
-    this.#waiting.push(call);
-    this.#dispatch();
+    const source = sourceOf(fn);
+    const permit: Release = yield* this.#slots.acquire();
+    const thread = this.#idle.pop() ?? spawn();
+    const call: Call = { done: new Event() };
     try {
+      thread.port.postMessage({ source, args }); // may throw: an argument that cannot be cloned
+      thread.call = call;
+      thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
+      busy.add(thread);
       yield call.done.wait();
+      return resultOf(call.answer!) as Awaited<R>;
     } catch (reason) {
-      // Cancelled (or timed out) at our `yield`. If the call never left the
-      // queue, forget it. If it is running, ask the thread to stop, give it
-      // the grace period, and terminate its worker if it did not answer.
-      // Only then does the error go on, so that whoever waits on this call
-      // knows the thread has stopped. (The grace wait is shielded: a
-      // cancelled coroutine may yield it.)
-      const { thread } = call;
-      if (thread === undefined) this.#waiting.splice(this.#waiting.indexOf(call), 1);
-      else if (call.answer === undefined) {
+      // Cancelled (or timed out) at our `yield` while the thread works: ask
+      // it to stop, and give it the grace period to answer. Only then does
+      // the error go on (and `finally` terminates a worker that did not
+      // answer), so whoever waits on this call knows the thread has
+      // stopped. The grace wait is shielded: a cancelled coroutine may yield it.
+      if (busy.has(thread)) {
         call.cancelled = true;
         thread.port.postMessage({ abort: true });
         yield shielded(call.done.wait(CANCEL_GRACE_MS));
-        const answer = call.answer as Answer | undefined; // (set meanwhile by `settle`)
-        if (answer === undefined) this.settle(thread, { cancelled: true });
-        else if (answer.error) resultOf(answer); // the thread's own error, from its cleanup
+        const answer = call.answer as Answer | undefined; // (set meanwhile by `pollThreads`)
+        if (answer?.error) resultOf(answer); // the thread's own error, from its cleanup
       }
       throw reason;
+    } finally {
+      // A worker is kept for the next call only if it answered normally.
+      busy.delete(thread);
+      thread.worker.unref();
+      if (call.answer !== undefined && !call.cancelled && call.answer.exit === undefined) this.#idle.push(thread);
+      else void thread.worker.terminate();
+      permit.release();
     }
-    return resultOf(call.answer!) as Awaited<R>;
   }
 
   /** Runs `fn` on each of `xs` in this pool; returns the results in order. */
   *map<T, R>(fn: (this: ThreadContext, x: T) => R, xs: Iterable<T>): Coro<Awaited<R>[]> {
     return yield [...xs].map((x) => this.runInThread(fn, x));
   }
+}
 
-  /** @internal A worker answered, or is given up on. A worker that was cancelled or died is retired; others are kept for the next call. */
-  settle(thread: Thread, answer: Answer): void {
-    const call = thread.call!;
-    busy.delete(thread);
-    thread.call = undefined;
-    thread.worker.unref();
-    if (!call.cancelled && answer.exit === undefined) this.#idle.push(thread);
-    else {
-      this.#count--;
-      void thread.worker.terminate();
-      thread.port.close();
-    }
-    call.answer = answer;
-    call.done.set();
-    this.#dispatch();
-  }
-
-  // Hand waiting calls to idle workers, starting new ones up to the bound.
-  #dispatch(): void {
-    while (this.#waiting.length > 0 && (this.#idle.length > 0 || this.#count < this.#max)) {
-      const thread = this.#idle.pop() ?? this.#spawn();
-      const call = this.#waiting.shift()!;
-      try {
-        thread.port.postMessage(call.message);
-      } catch (error) {
-        this.#idle.push(thread);
-        call.answer = { error: { name: "DataCloneError", message: `An argument of runInThread cannot be sent to a thread (structured clone refused it): ${(error as Error).message}`, stack: "" } };
-        call.done.set();
-        continue;
-      }
-      call.thread = thread;
-      thread.call = call;
-      thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
-      busy.add(thread);
-    }
-  }
-
-  #spawn(): Thread {
-    const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2 }, transferList: [port2] });
-    worker.on("error", () => {}); // a dying worker reaches us through its port instead
-    this.#count++;
-    return { worker, port: port1, pool: this };
-  }
+function spawn(): Thread {
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2 }, transferList: [port2] });
+  worker.on("error", () => {}); // a dying worker reaches us through its port instead
+  return { worker, port: port1 };
 }
 
 let defaultPool: ThreadPool | undefined;
