@@ -994,7 +994,6 @@ describe("Errors and cancellation", () => {
       try {
         yield new tinyio.Event().wait();
       } finally {
-        // eslint-disable-next-line no-unsafe-finally
         throw cleanupError;
       }
     }
@@ -1013,7 +1012,6 @@ describe("Errors and cancellation", () => {
       try {
         yield new tinyio.Event().wait();
       } finally {
-        // eslint-disable-next-line no-unsafe-finally
         throw new Error("cleanup failed");
       }
     }
@@ -1055,7 +1053,6 @@ describe("Errors and cancellation", () => {
       try {
         yield new tinyio.Event().wait();
       } finally {
-        // eslint-disable-next-line no-unsafe-finally
         throw cleanupError;
       }
     }

@@ -102,14 +102,12 @@ export type RunOptions = {
  * Thrown into every unfinished coroutine at its `yield` when another
  * coroutine of the loop fails. Let it propagate once you have cleaned up.
  */
-export class CancelledError extends Error {
-  override name = "CancelledError";
-}
+export class CancelledError extends Error {}
+CancelledError.prototype.name = "CancelledError";
 
 /** Thrown into a coroutine at its `yield` when its {@link timeout} expires. */
-export class TimeoutError extends Error {
-  override name = "TimeoutError";
-}
+export class TimeoutError extends Error {}
+TimeoutError.prototype.name = "TimeoutError";
 
 // The loop's bookkeeping never holds an error as "no error": we use this
 // marker instead of `undefined`, since JavaScript can `throw undefined`.
@@ -160,9 +158,7 @@ class Task {
     this.loop = loop;
   }
 
-  countDown(): void {
-    if (--this.count === 0) this.loop.wake(this);
-  }
+  countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
 
 // Most places take "what a task waits on" as a list.
@@ -189,9 +185,7 @@ export class Event {
   waits = new Set<Wait>();
 
   /** Whether the flag is set. */
-  isSet(): boolean {
-    return this.#flag;
-  }
+  isSet(): boolean { return this.#flag; }
 
   /**
    * Sets the flag and wakes every coroutine waiting on it. Safe to call
@@ -209,9 +203,7 @@ export class Event {
    * Lowers the flag. Coroutines already woken by `set()` stay woken, even if
    * they have not run yet.
    */
-  clear(): void {
-    this.#flag = false;
-  }
+  clear(): void { this.#flag = false; }
 
   /**
    * A coroutine that finishes when the flag is set, or when `timeoutMs`
@@ -374,11 +366,10 @@ export class Loop {
     const runtime = this.start(coro, options, true);
     let step = runtime.next();
     while (!step.done) {
-      if (step.value === Infinity && busy.size === 0) step = runtime.throw(deadlock());
-      else {
-        if (step.value > 0) Atomics.wait(wake, 0, this.seen, step.value);
-        step = runtime.next();
-      }
+      // Nothing to run, no timer, no thread at work: nothing can wake us.
+      const stuck = step.value === Infinity && busy.size === 0;
+      if (!stuck && step.value > 0) Atomics.wait(wake, 0, this.seen, step.value);
+      step = stuck ? runtime.throw(deadlock()) : runtime.next();
     }
     return step.value;
   }
@@ -683,14 +674,12 @@ function invalidYield(yielded: unknown, blocking: boolean): TypeError {
 }
 
 function describe(value: unknown): string {
-  if (value === null || value === undefined) return String(value);
-  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + "…" : value)}`;
-  if (typeof value === "function") return `the function ${value.name || "(anonymous)"}`;
-  if (typeof value !== "object") return `the ${typeof value} ${String(value)}`;
   if (isPromise(value)) return "a Promise";
   if (value instanceof Wait) return "an event wait (`event.wait()` or `sleep()`) that was yielded already";
   if (isCoro(value)) return "a coroutine";
-  return `an object (${value.constructor?.name ?? "with no prototype"})`;
+  if (typeof value === "function") return `the function ${value.name || "(anonymous)"}`;
+  if (typeof value === "object" && value !== null) return `an object (${value.constructor?.name ?? "with no prototype"})`;
+  return value == null ? String(value) : `the ${typeof value} ${typeof value === "string" ? JSON.stringify(value) : String(value)}`;
 }
 
 function isCoro(value: unknown): value is Coro {
@@ -853,9 +842,7 @@ export class Semaphore {
  * ```
  */
 export class Lock extends Semaphore {
-  constructor() {
-    super(1);
-  }
+  constructor() { super(1); }
 }
 
 /**
@@ -1171,16 +1158,13 @@ export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal
   const { signal } = options;
   const loop = new Loop();
   const runtime = loop.start(coro, options, false);
-  let aborted = false;
-  signal?.addEventListener("abort", notify);
+  signal?.addEventListener("abort", notify); // (so that an abort wakes us)
   try {
-    for (let step = runtime.next(); ; step = runtime.next()) {
-      if (signal?.aborted && !aborted) {
-        aborted = true;
-        step = runtime.throw(signal.reason);
-      }
+    for (let step = runtime.next(); ; ) {
       if (step.done) return step.value;
       await idle(loop.seen, step.value);
+      // An abort crashes the loop, once, as an error would.
+      step = signal?.aborted && loop.crash === null ? runtime.throw(signal.reason) : runtime.next();
     }
   } finally {
     signal?.removeEventListener("abort", notify);
