@@ -126,12 +126,13 @@ const here = fileURLToPath(new URL(".", import.meta.url));
 const tinyioPath = fileURLToPath(new URL("./tinyio.ts", import.meta.url));
 const scratch = join(here, "node_modules", ".cache", "bridge-test");
 
-// Runs `source` as a .ts file in a child `node --import tsx`; `TINYIO` in it
-// is replaced by the absolute path of tinyio.ts. Reports how and when it
-// exited; a child still alive after 15 s is killed (and reported as such).
+// Runs `source` as a .mts file (an ES module wherever it lies, so top-level
+// await works) in a child `node --import tsx`; `TINYIO` in it is replaced by
+// the absolute path of tinyio.ts. Reports how and when it exited; a child
+// still alive after 15 s is killed (and reported as such).
 function runScript(source: string): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; ms: number }> {
   mkdirSync(scratch, { recursive: true });
-  const script = join(scratch, `script-${process.pid}-${Math.random().toString(36).slice(2)}.ts`);
+  const script = join(scratch, `script-${process.pid}-${Math.random().toString(36).slice(2)}.mts`);
   writeFileSync(script, source.replaceAll("TINYIO", tinyioPath));
   const start = performance.now();
   return new Promise((resolve, reject) => {

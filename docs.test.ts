@@ -143,12 +143,9 @@ describe("code blocks of README.md and docs/*.md", () => {
 
   for (const block of blocks) {
     const file = files.get(block);
-    if (file === undefined) {
-      it(`${block.where} runs`, { skip: "a ```ts fragment: a piece of a program, not run" }, () => {});
-    } else {
-      it(`${block.where} runs`, async () => {
-        await runTs(file);
-      });
-    }
+    if (file === undefined) continue; // a ```ts fragment: an illustration, not a program
+    it(`${block.where} runs`, async () => {
+      await runTs(file);
+    });
   }
 });
