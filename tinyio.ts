@@ -48,24 +48,25 @@ import { availableParallelism } from "node:os";
 // The map before the territory
 // ----------------------------
 //
-// The whole loop rests on one idea. When a coroutine yields, the loop makes a
-// small record for it, a `Waiter`: "resume this coroutine once N things have
-// finished". Each of those things keeps a reference to the record and
-// counts it down by one when it finishes; at zero, the coroutine joins the
-// back of the run queue. A thing that can finish is either another
-// coroutine or a `Wait` on an `Event` (which may also time out). That is
-// all: sleeping, threads, promises and nested loops are built out of those
-// two, so one mechanism wakes everything.
+// The whole loop rests on one idea. When a coroutine yields, the loop notes
+// on its record (its `Task`) "resume me once N things have finished", and
+// hands the task to each of those things. Each one counts the task down by
+// one when it finishes; at zero, the task joins the back of the run queue.
+// A thing that can finish is either another coroutine or a `Wait` on an
+// `Event` (which may also time out). That is all: sleeping, threads,
+// promises and nested loops are built out of those two, so one mechanism
+// wakes everything. (The Python original calls the counter `_WaitingFor`.)
 //
 // Here is one step. `main` is first in the queue; it yields `[a, b]`:
 //
 //     queue: [main, c]            queue: [c, a, b]
-//     waiting: {}          ==>    waiting: { a: [W], b: [W] }    W = Waiter(main, count 2)
-//                                               ^^^ main waits on a and b
+//     main:  runnable      ==>    main:  waits on [a, b], count 2
+//                                 a.waiters: [main]   b.waiters: [main]
+//                                 ^^^^^^^^^ whom `a` counts down when it ends
 //
 // `a` and `b` were new, so the loop started them (at the back of the queue).
-// When `a` returns, W counts down to 1; when `b` returns, to 0, and `main` is
-// queued again, to be resumed with `[resultOfA, resultOfB]`.
+// When `a` returns, main's count drops to 1; when `b` returns, to 0, and
+// `main` is queued again, to be resumed with `[resultOfA, resultOfB]`.
 
 // Vocabulary
 // ----------
@@ -425,7 +426,7 @@ export class Loop {
 
   // Before each batch we gather what woke us: thread answers (only if the
   // wake word moved since we last looked) and timers that are due. Each of
-  // those counts a waiter down, which may queue its task.
+  // those counts a task down, which may queue it.
   #collectWakeUps(): void {
     this.seen = Atomics.load(wake, 0);
     if (busy.size > 0 && this.seen !== polledAt) {
