@@ -239,7 +239,6 @@ class Wait {
   // A shielded wait may still be yielded by a cancelled coroutine: it is how
   // a thread call waits for its thread to stop (see "Threads").
   shield = false;
-  #stepped = false;
   constructor(event: Event, ms: number) {
     this.event = event;
     this.ms = ms;
@@ -264,11 +263,9 @@ class Wait {
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
   // a coroutine can (`yield*`, `loop.run`, a Set): its first `next()` hands
-  // the wait itself to the loop, which registers it; the second returns.
+  // the wait itself to the loop, which registers it; the next one returns.
   next(): IteratorResult<Wait, undefined> {
-    const first = !this.#stepped;
-    this.#stepped = true;
-    return first ? { value: this, done: false } : { value: undefined, done: true };
+    return this.used ? { value: undefined, done: true } : { value: this, done: false };
   }
   throw(error: unknown): never { throw error; }
   return(value: unknown): IteratorResult<never, unknown> { return { value, done: true }; }
@@ -1060,6 +1057,7 @@ export class ThreadPool {
       yield call.done.wait();
       return resultOf(call.answer!) as Awaited<R>;
     } catch (reason) {
+      if (thread.call !== call) throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${(reason as Error).message})`);
       // Cancelled (or timed out) at our `yield` while the thread works: ask
       // it to stop, and give it the grace period to answer. Only then does
       // the error go on (and `finally` terminates a worker that did not
