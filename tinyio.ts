@@ -552,11 +552,21 @@ export class Loop {
     return false;
   }
 
-  // Throw an error into a task at its `yield`, whatever it waits on: it
-  // stops waiting (its waits are dropped, the coroutines it waited on forget
-  // it) and joins the queue to be resumed with the error. A task that waits
-  // on nothing is queued (or running) already.
-  #interrupt(task: Task, error: unknown): void {
+  // The task that just yielded gets the error at that `yield`, next turn.
+  #throwIn(task: Task, error: unknown): void {
+    task.error = error;
+    this.queue.push(task);
+  }
+
+  /**
+   * @internal `timeout` throws its error into `coro` at its `yield`,
+   * whatever it waits on: the task stops waiting (its waits are dropped, the
+   * coroutines it waited on forget it) and is queued to receive the error.
+   * Returns false if `coro` is not running here.
+   */
+  timeOut(coro: Coro, error: TimeoutError): boolean {
+    const task = this.tasks.get(coro);
+    if (task === undefined) return false;
     if (task.count > 0) {
       for (const item of itemsOf(task.waitingOn)) {
         const dep = this.tasks.get(item as Coro);
@@ -566,22 +576,9 @@ export class Loop {
       task.count = 0;
       task.waitingOn = undefined;
       this.queue.push(task);
-    }
-    task.error = error;
-  }
-
-  // The task that just yielded gets the error at that `yield`, next turn.
-  #throwIn(task: Task, error: unknown): void {
-    task.error = error;
-    this.queue.push(task);
-  }
-
-  /** @internal `timeout` uses this; false if `coro` is not running here. */
-  timeOut(coro: Coro, error: TimeoutError): boolean {
-    const task = this.tasks.get(coro);
-    if (task === undefined) return false;
+    } // (else it is queued already: it waits on nothing)
     timeoutErrors.add(error);
-    this.#interrupt(task, error);
+    task.error = error;
     return true;
   }
 
@@ -892,21 +889,20 @@ export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<C
   return asCompletedCoro([...coros]);
 }
 
-// The k-th result to arrive goes into slot k, and wakes whoever waits on it.
+// The k-th result to arrive goes into `results[k]` and sets `arrived[k]`.
 function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
-  const slots = coros.map(() => ({ arrived: new Event(), value: undefined as T }));
-  let count = 0;
-  function* record(coro: Coro<T>): Coro<void> {
-    const value: T = yield coro; // (not `slots[count].value = yield`, which would read `count` too early)
-    slots[count].value = value;
-    slots[count++].arrived.set();
-  }
-  function* take(slot: (typeof slots)[number]): Coro<T> {
-    yield slot.arrived.wait();
-    return slot.value;
-  }
-  yield new Set(coros.map(record));
-  return slots.map(take);
+  const arrived = coros.map(() => new Event());
+  const results: T[] = [];
+  yield new Set(
+    coros.map(function* (coro): Coro<void> {
+      results.push(yield coro);
+      arrived[results.length - 1].set();
+    }),
+  );
+  return arrived.map(function* (event, k): Coro<T> {
+    yield event.wait();
+    return results[k];
+  });
 }
 
 /**
