@@ -149,8 +149,7 @@ class Task {
   count = 0;
   // The tasks that wait on this one; made on first use.
   waiters: Task[] | null = null;
-  // What to resume it with: a value, or an error to throw in (unless NONE).
-  value: unknown = undefined;
+  // An error to throw in when it next runs, unless NONE.
   error: unknown = NONE;
   // Set once the task was given its CancelledError.
   cancelled = false;
@@ -487,8 +486,8 @@ export class Loop {
       task.cancelled = true;
       return task.coro.throw(new CancelledError("Cancelled, because another coroutine of the loop failed."));
     }
-    let { value, error } = task;
-    task.value = undefined;
+    let { error } = task;
+    let value: unknown;
     task.error = NONE;
     if (error === NONE && waitingOn !== undefined) {
       try {
@@ -684,13 +683,10 @@ function describe(value: unknown): string {
   return value == null ? String(value) : `the ${typeof value} ${typeof value === "string" ? JSON.stringify(value) : String(value)}`;
 }
 
-function isCoro(value: unknown): value is Coro {
-  return typeof value === "object" && value !== null && typeof (value as Coro).next === "function" && typeof (value as Coro).throw === "function";
-}
-
-function isPromise(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === "object" && value !== null && typeof (value as PromiseLike<unknown>).then === "function";
-}
+// (Duck typing, as elsewhere in JavaScript: a coroutine is anything with
+// `next` and `throw`, a promise anything with `then`.)
+const isCoro = (value: unknown): value is Coro => typeof (value as Coro)?.next === "function" && typeof (value as Coro).throw === "function";
+const isPromise = (value: unknown): value is PromiseLike<unknown> => typeof (value as PromiseLike<unknown>)?.then === "function";
 
 function checkMs(ms: unknown, where: string): void {
   if (typeof ms !== "number") throw new TypeError(`${where} takes a number of milliseconds, but got ${describe(ms)}.`);
@@ -986,6 +982,7 @@ process.on("exit", (code) => answer({ exit: code, error: fatal && describe(fatal
  * terminated: async work sees `this.signal` abort and may clean up meanwhile.
  */
 export const CANCEL_GRACE_MS = 250;
+const IDLE_MS = 30_000;
 
 /** What `this` is inside a function run by {@link runInThread}. */
 export type ThreadContext = {
@@ -997,7 +994,7 @@ export type ThreadContext = {
 // from when a call is posted to it until its answer has been read.
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number };
 type Call = { done: Event; answer?: Answer; cancelled?: boolean };
-type Thread = { worker: Worker; port: MessagePort; call?: Call };
+type Thread = { worker: Worker; port: MessagePort; call?: Call; idleSince?: number };
 const busy = new Set<Thread>();
 
 // The loop calls this whenever the wake word has moved: read the answers.
@@ -1017,10 +1014,7 @@ function resultOf({ value, error, exit }: Answer): unknown {
   if (error === undefined && exit === undefined) return value;
   const { name, message, stack } = error ?? { name: "Error", message: `The thread exited with code ${exit} before the function returned.`, stack: "" };
   const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
-  const rebuilt = new Error(message + hint);
-  rebuilt.name = name;
-  if (stack) rebuilt.stack = stack.replace(message, message + hint);
-  throw rebuilt;
+  throw Object.assign(new Error(message + hint), { name, stack: stack ? stack.replace(message, message + hint) : `${name}: ${message}` });
 }
 
 /**
@@ -1050,6 +1044,9 @@ export class ThreadPool {
   *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
     const source = sourceOf(fn);
     const permit: Release = yield* this.#slots.acquire();
+    // Workers idle for over IDLE_MS are retired as calls come; the one idle
+    // for the shortest time is reused.
+    while (this.#idle.length > 0 && performance.now() - this.#idle[0].idleSince! > IDLE_MS) void this.#idle.shift()!.worker.terminate();
     const thread = this.#idle.pop() ?? spawn();
     const call: Call = { done: new Event() };
     try {
@@ -1078,6 +1075,7 @@ export class ThreadPool {
       // A worker is kept for the next call only if it answered normally.
       busy.delete(thread);
       thread.worker.unref();
+      thread.idleSince = performance.now();
       if (call.answer !== undefined && !call.cancelled && call.answer.exit === undefined) this.#idle.push(thread);
       else void thread.worker.terminate();
       permit.release();
@@ -1205,10 +1203,8 @@ export function* fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal)
   let outcome: { value: T } | { error: unknown } | undefined;
   const p = typeof promise === "function" ? promise(controller.signal) : promise;
   if (!isPromise(p)) throw new TypeError(`fromPromise needs a promise (or a function returning one), but got ${describe(p)}.`);
-  p.then(
-    (value) => ((outcome = { value }), settled.set()),
-    (error) => ((outcome = { error }), settled.set()),
-  );
+  const settle = (result: typeof outcome) => ((outcome = result), settled.set());
+  p.then((value) => settle({ value }), (error) => settle({ error }));
   try {
     yield settled.wait();
   } catch (error) {
