@@ -948,7 +948,7 @@ function checkCount(n: unknown, where: string): number {
 //
 // `__name` is passed in because tsx (esbuild's keepNames) inserts calls to
 // it into compiled functions that declare named functions or classes.
-const WORKER_SOURCE = `
+const WORKER_SOURCE = `(() => { // (a function scope, so that these names stay hidden from fn)
 const { workerData: { wake, port } } = require("node:worker_threads");
 const compiled = new Map();
 const __name = (fn, name) => Object.defineProperty(fn, "name", { value: name, configurable: true });
@@ -967,7 +967,9 @@ port.on("message", async ({ source, args, abort }) => {
   const signal = controller.signal;
   try {
     let fn = compiled.get(source);
-    if (fn === undefined) compiled.set(source, fn = new Function("__name", "return (" + source + "\\n);")(__name));
+    try { fn ??= new Function("__name", "return (" + source + "\\n);")(__name); }
+    catch (e) { throw new TypeError("runInThread cannot compile fn from its source text (" + e.message + "): pass a function or an arrow function; a method written in shorthand cannot travel."); }
+    compiled.set(source, fn);
     answer({ value: await fn.apply({ signal }, args) });
   } catch (e) {
     answer(signal.aborted && e === signal.reason ? { cancelled: true } : { error: describe(e) });
@@ -975,7 +977,7 @@ port.on("message", async ({ source, args, abort }) => {
 });
 process.on("uncaughtException", (e) => { fatal = e; process.exit(1); });
 process.on("exit", (code) => answer({ exit: code, error: fatal && describe(fatal) }));
-`;
+})();`;
 
 /**
  * How long a thread has, once cancelled, to settle before its worker is
@@ -1160,7 +1162,7 @@ export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal
   const runtime = loop.start(coro, options, false);
   signal?.addEventListener("abort", notify); // (so that an abort wakes us)
   try {
-    for (let step = runtime.next(); ; ) {
+    for (let step = signal?.aborted ? runtime.throw(signal.reason) : runtime.next(); ; ) {
       if (step.done) return step.value;
       await idle(loop.seen, step.value);
       // An abort crashes the loop, once, as an error would.
@@ -1196,23 +1198,27 @@ async function idle(seen: number, ms: number): Promise<void> {
  * console.log(await tinyio.toPromise(main())); // 42
  * ```
  */
-export function* fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) => PromiseLike<T>)): Coro<T> {
-  if (current?.blocking !== false) throw new Error("fromPromise cannot wait under the synchronous Loop.run, which blocks the thread so that no promise can settle. Run the loop with tinyio.toPromise(...) instead, or do the async work in a thread: tinyio.runInThread(async () => ...).");
+export function fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) => PromiseLike<T>)): Coro<T> {
   const controller = new AbortController();
-  const settled = new Event();
-  let outcome: { value: T } | { error: unknown } | undefined;
   const p = typeof promise === "function" ? promise(controller.signal) : promise;
   if (!isPromise(p)) throw new TypeError(`fromPromise needs a promise (or a function returning one), but got ${describe(p)}.`);
+  // We listen at once, not when the coroutine first runs: a promise that
+  // rejected before then would count as unhandled, and crash Node.
+  const settled = new Event();
+  let outcome: { value: T } | { error: unknown } | undefined;
   const settle = (result: typeof outcome) => ((outcome = result), settled.set());
   p.then((value) => settle({ value }), (error) => settle({ error }));
-  try {
-    yield settled.wait();
-  } catch (error) {
-    controller.abort(error);
-    throw error;
-  }
-  if ("error" in outcome!) throw outcome.error;
-  return outcome!.value;
+  return (function* (): Coro<T> {
+    if (current?.blocking !== false) throw new Error("fromPromise cannot wait under the synchronous Loop.run, which blocks the thread so that no promise can settle. Run the loop with tinyio.toPromise(...) instead, or do the async work in a thread: tinyio.runInThread(async () => ...).");
+    try {
+      yield settled.wait();
+    } catch (error) {
+      controller.abort(error);
+      throw error;
+    }
+    if ("error" in outcome!) throw outcome.error;
+    return outcome!.value;
+  })();
 }
 
 // Isolation
