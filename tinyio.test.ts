@@ -2077,6 +2077,40 @@ describe("Threads (worker_threads)", () => {
     assert.ok(thrownBy(() => run(plain())) instanceof TypeError);
   });
 
+  it("a method written in shorthand gives a TypeError saying it cannot be compiled from its source text", () => {
+    const shorthand = { double(x: number) { return 2 * x; } };
+    function* main(): Coro<unknown> {
+      try {
+        yield* tinyio.runInThread(shorthand.double, 2);
+        return "no error";
+      } catch (error) {
+        return error;
+      }
+    }
+    const error = run(main());
+    assert.ok(error instanceof Error, kindOf(error));
+    assert.equal(error.name, "TypeError");
+    assert.match(error.message, /cannot compile fn from its source text.*shorthand/);
+  });
+
+  it("the worker's own names stay hidden from fn: a closure over one of them is still a ReferenceError", () => {
+    // `port`, `answer` and `compiled` are names the worker's script uses itself.
+    const port = 1, answer = 2, compiled = 3;
+    function* main(): Coro<string[]> {
+      const seen: string[] = [];
+      for (const fn of [() => port, () => answer, () => compiled]) {
+        try {
+          seen.push(`no error: ${typeof (yield* tinyio.runInThread(fn))}`);
+        } catch (error) {
+          seen.push((error as Error).name);
+        }
+      }
+      return seen;
+    }
+    assert.deepEqual(run(main()), ["ReferenceError", "ReferenceError", "ReferenceError"]);
+    assert.equal(port + answer + compiled, 6);
+  });
+
   it("cancelling an async thread call aborts this.signal, lets the thread clean up, and the waiter's CancelledError comes after", () => {
     // flags[0]: the thread started; [1]: its abort handler ran; [2]: its
     // finally ran (it settled rather than being terminated).
@@ -2373,6 +2407,18 @@ describe("Promises (Node's own event loop)", () => {
     assert.ok(performance.now() - start < 5000, "the run waited for the sleep instead of being cancelled");
   });
 
+  it("a signal aborted before the run starts rejects with its reason, and no coroutine runs", async () => {
+    const reason = new Error("aborted already");
+    const log: string[] = [];
+    function* main(): Coro<void> {
+      log.push("main ran");
+      yield;
+    }
+    const error = await rejectionOf(toPromiseWithin(main(), { signal: AbortSignal.abort(reason) }));
+    assert.equal(error, reason);
+    assert.deepEqual(log, []);
+  });
+
   it("fromPromise waits for a promise, or for a function (signal) => promise, and resumes with its value", async () => {
     let given: unknown;
     function* main(): Coro<unknown> {
@@ -2410,6 +2456,29 @@ describe("Promises (Node's own event loop)", () => {
       return "no error";
     }
     assert.equal(await toPromiseWithin(main()), failure);
+  });
+
+  it("fromPromise listens at the call: a promise that rejects before its coroutine runs is not an unhandled rejection", async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const error = new Error("rejected early");
+      const waiting = tinyio.fromPromise(Promise.reject(error));
+      await new Promise((resolve) => setTimeout(resolve, 20)); // the rejection happens now
+      function* main(): Coro<unknown> {
+        try {
+          yield* waiting;
+          return "no error";
+        } catch (e) {
+          return e;
+        }
+      }
+      assert.equal(await toPromiseWithin(main()), error);
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
   });
 
   it("the function form's signal aborts when the waiting coroutine is cancelled", async () => {
