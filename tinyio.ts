@@ -441,11 +441,14 @@ export class Loop {
   }
 
   // How long the driver may sleep: until the soonest timer that still
-  // matters. Waits that fired early are thrown away on the way.
+  // matters (waits that fired early are thrown away on the way). Like
+  // libuv, we sleep in whole milliseconds, so that timers due within the
+  // same millisecond fire in one wake-up rather than one wake-up each.
   #sleepTime(): number {
     while (this.timers.length > 0 && this.timers[0].fired) heapPop(this.timers);
     if (this.timers.length === 0) return Infinity;
-    return Math.max(this.timers[0].deadline - performance.now(), 0.001);
+    const left = this.timers[0].deadline - performance.now();
+    return left > 0 ? Math.ceil(left) : 0;
   }
 
   /** @internal Queues a task whose count reached zero. */
