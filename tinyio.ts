@@ -195,7 +195,9 @@ export class Event {
   set(): void {
     if (this.#flag) return;
     this.#flag = true;
-    for (const wait of this.waits) wait.fire();
+    const waits = this.waits;
+    this.waits = new Set(); // (so that each `fire` need not delete from the old one)
+    for (const wait of waits) wait.fire();
     notify();
   }
 
@@ -227,11 +229,10 @@ export class Event {
 // A `Wait` is what `event.wait(ms)` returns: the one thing besides a
 // coroutine that the loop knows how to wait on. It counts its task down
 // when its event is set or its deadline passes (timed waits sit in the
-// loop's timer heap, below).
+// loop's timer heap, below). Its time counts from the `wait(ms)` call.
 class Wait {
   event: Event;
-  ms: number;
-  deadline = Infinity;
+  deadline: number;
   task: Task | null = null;
   fired = false;
   used = false;
@@ -240,7 +241,7 @@ class Wait {
   shield = false;
   constructor(event: Event, ms: number) {
     this.event = event;
-    this.ms = ms;
+    this.deadline = performance.now() + ms;
   }
 
   register(task: Task): void {
@@ -248,9 +249,7 @@ class Wait {
     this.task = task;
     if (this.event.isSet()) return this.fire();
     this.event.waits.add(this);
-    if (this.ms === Infinity) return;
-    this.deadline = performance.now() + this.ms;
-    heapPush(task.loop.timers, this);
+    if (this.deadline !== Infinity) heapPush(task.loop.timers, this);
   }
 
   fire(): void {
@@ -366,7 +365,7 @@ export class Loop {
       // Nothing to run, no timer, no thread at work: nothing can wake us.
       const stuck = step.value === Infinity && busy.size === 0;
       if (!stuck && step.value > 0) Atomics.wait(wake, 0, this.seen, step.value);
-      step = stuck ? runtime.throw(deadlock()) : runtime.next();
+      step = stuck ? runtime.throw(new Error(DEADLOCK)) : runtime.next();
     }
     return step.value;
   }
@@ -538,7 +537,8 @@ export class Loop {
       else {
         // Running already (a diamond: two coroutines wait on one), or new.
         const dep = this.tasks.get(item as Coro) ?? this.#startTask(item as Coro);
-        (dep.waiters ??= []).push(task);
+        if (dep.waiters === null) dep.waiters = [task]; // (sized for one: most have one waiter)
+        else dep.waiters.push(task);
       }
     }
     task.countDown();
@@ -652,9 +652,7 @@ class Failed {
   }
 }
 
-function deadlock(): Error {
-  return new Error("Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.");
-}
+const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
 
 function warnSwallowed(out: IteratorResult<unknown>): void {
   const what = out.done ? `returned ${describe(out.value)}` : `yielded ${describe(out.value)}`;
@@ -716,8 +714,12 @@ function checkMs(ms: unknown, where: string): void {
  */
 export function sleep(ms: number): Coro<void> {
   checkMs(ms, "sleep(ms)");
-  return new Event().wait(ms);
+  return never.wait(ms);
 }
+
+// A sleep is a wait on an event that nobody can set, so that only its
+// deadline ends it. (One such event serves every sleep.)
+const never = new Event();
 
 /**
  * Runs `coro` for at most `ms` milliseconds. On time, returns
