@@ -266,7 +266,6 @@ class Wait {
     return this.used ? { value: undefined, done: true } : { value: this, done: false };
   }
   throw(error: unknown): never { throw error; }
-  return(value: unknown): IteratorResult<never, unknown> { return { value, done: true }; }
   [Symbol.iterator](): this { return this; }
 }
 
@@ -291,16 +290,14 @@ function heapPush(heap: Wait[], wait: Wait): void {
 
 function heapPop(heap: Wait[]): Wait {
   const top = heap[0];
-  const last = heap.pop()!;
-  if (heap.length === 0) return top;
+  const last = heap.pop()!; // moves into the hole at the top, then sinks
   let i = 0;
-  for (let child = 1; child < heap.length; child = 2 * i + 1) {
+  for (let child = 1; child < heap.length; i = child, child = 2 * i + 1) {
     if (child + 1 < heap.length && heap[child + 1].deadline < heap[child].deadline) child++;
     if (heap[child].deadline >= last.deadline) break;
     heap[i] = heap[child];
-    i = child;
   }
-  heap[i] = last;
+  if (heap.length > 0) heap[i] = last;
   return top;
 }
 
@@ -1165,7 +1162,8 @@ export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal
   const { signal } = options;
   const loop = new Loop();
   const runtime = loop.start(coro, options, false);
-  signal?.addEventListener("abort", notify); // (so that an abort wakes us)
+  const wakeUp = () => notify(); // our own listener: two runs may share a signal
+  signal?.addEventListener("abort", wakeUp);
   try {
     for (let step = signal?.aborted ? runtime.throw(signal.reason) : runtime.next(); ; ) {
       if (step.done) return step.value;
@@ -1174,7 +1172,7 @@ export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal
       step = signal?.aborted && loop.crash === null ? runtime.throw(signal.reason) : runtime.next();
     }
   } finally {
-    signal?.removeEventListener("abort", notify);
+    signal?.removeEventListener("abort", wakeUp);
   }
 }
 
@@ -1205,16 +1203,19 @@ async function idle(seen: number, ms: number): Promise<void> {
  */
 export function fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) => PromiseLike<T>)): Coro<T> {
   const controller = new AbortController();
-  const p = typeof promise === "function" ? promise(controller.signal) : promise;
-  if (!isPromise(p)) throw new TypeError(`fromPromise needs a promise (or a function returning one), but got ${describe(p)}.`);
-  // We listen at once, not when the coroutine first runs: a promise that
-  // rejected before then would count as unhandled, and crash Node.
   const settled = new Event();
   let outcome: { value: T } | { error: unknown } | undefined;
-  const settle = (result: typeof outcome) => ((outcome = result), settled.set());
-  p.then((value) => settle({ value }), (error) => settle({ error }));
+  const listen = (p: unknown) => {
+    if (!isPromise(p)) throw new TypeError(`fromPromise needs a promise (or a function returning one), but got ${describe(p)}.`);
+    p.then((value) => ((outcome = { value: value as T }), settled.set()), (error) => ((outcome = { error }), settled.set()));
+  };
+  // A promise we listen to at once: one that rejected before the coroutine
+  // first ran would count as unhandled, and crash Node. A function we call
+  // when the coroutine first runs: if it is cancelled before, nothing starts.
+  if (typeof promise !== "function") listen(promise);
   return (function* (): Coro<T> {
     if (current?.blocking !== false) throw new Error("fromPromise cannot wait under the synchronous Loop.run, which blocks the thread so that no promise can settle. Run the loop with tinyio.toPromise(...) instead, or do the async work in a thread: tinyio.runInThread(async () => ...).");
+    if (typeof promise === "function") listen(promise(controller.signal));
     try {
       yield settled.wait();
     } catch (error) {
