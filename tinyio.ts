@@ -952,6 +952,7 @@ function checkCount(n: unknown, where: string): number {
 // it into compiled functions that declare named functions or classes.
 const WORKER_SOURCE = `(() => { // (a function scope, so that these names stay hidden from fn)
 const { workerData: { wake, port } } = require("node:worker_threads");
+globalThis.require ??= require; // (Bun scopes require to this script; fn may need it)
 const compiled = new Map();
 const __name = (fn, name) => Object.defineProperty(fn, "name", { value: name, configurable: true });
 class CancelledError extends Error { name = "CancelledError"; }
