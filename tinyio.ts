@@ -798,7 +798,12 @@ export class Semaphore {
     this.#free = checkCount(value, "new Semaphore(value)");
   }
 
-  /** A coroutine that waits for a permit and returns it as a {@link Release}. */
+  /**
+   * A coroutine that waits for a permit and returns it as a {@link Release}.
+   * Where the caller can be timed out or cancelled while it waits, prefer
+   * `yield* sem.acquire()`: under a plain `yield`, a permit that arrives
+   * just as the caller is interrupted has nobody to receive it.
+   */
   *acquire(): Coro<Release> {
     // Invariant: permits are free only while nobody queues for one.
     if (this.#free > 0) this.#free--;
