@@ -1008,6 +1008,18 @@ describe("Loop", () => {
 // Errors and cancellation
 // -----------------------
 
+// A crash (`error`) while another coroutine's cleanup throws `cleanupError`.
+function* crashWithBadCleanup(error: unknown, cleanupError: unknown): Coro<void> {
+  function* badCleanup(): Coro<void> {
+    try {
+      yield new tinyio.Event().wait();
+    } finally {
+      throw cleanupError;
+    }
+  }
+  yield [badCleanup(), blowUp(error)];
+}
+
 describe("Errors and cancellation", () => {
   it("throws the original error object out of `run`, its stack intact", () => {
     // test_propagation: the error comes from deep down a chain of waits.
@@ -1108,16 +1120,7 @@ describe("Errors and cancellation", () => {
   it("throws an AggregateError, original first, when `exceptionGroup` is unset and a coroutine raised something else", () => {
     const error = new Error("kaboom");
     const cleanupError = new Error("cleanup failed");
-    function* badCleanup(): Coro<void> {
-      try {
-        yield new tinyio.Event().wait();
-      } finally {
-        throw cleanupError;
-      }
-    }
-    function* main(): Coro<void> {
-      yield [badCleanup(), blowUp(error)];
-    }
+    const main = () => crashWithBadCleanup(error, cleanupError);
     const thrown = thrownBy(() => run(main()));
     assert.ok(thrown instanceof AggregateError, kindOf(thrown));
     assert.deepEqual(thrown.errors, [error, cleanupError]);
@@ -1167,16 +1170,7 @@ describe("Errors and cancellation", () => {
 
     const error = new Error("kaboom");
     const cleanupError = new Error("cleanup failed");
-    function* badCleanup(): Coro<void> {
-      try {
-        yield new tinyio.Event().wait();
-      } finally {
-        throw cleanupError;
-      }
-    }
-    function* main(): Coro<void> {
-      yield [badCleanup(), blowUp(error)];
-    }
+    const main = () => crashWithBadCleanup(error, cleanupError);
     const group = thrownBy(() => run(main(), { exceptionGroup: true }));
     assert.ok(group instanceof AggregateError, kindOf(group));
     assert.equal(group.errors[0], error);
