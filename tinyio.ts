@@ -198,7 +198,7 @@ export class Event {
     const waits = this.waits;
     this.waits = new Set(); // (so that each `fire` need not delete from the old one)
     for (const wait of waits) wait.fire();
-    notify();
+    notify(); // (always: another loop on this thread, under toPromise, may be asleep)
   }
 
   /**
@@ -241,7 +241,7 @@ class Wait {
   shield = false;
   constructor(event: Event, ms: number) {
     this.event = event;
-    this.deadline = performance.now() + ms;
+    this.deadline = ms === Infinity ? Infinity : performance.now() + ms;
   }
 
   register(task: Task): void {
@@ -522,7 +522,7 @@ export class Loop {
     // Otherwise it is one coroutine, a gather, or an event wait; or a mistake.
     const items = itemsOf(yielded);
     if (!items.every((item) => isCoro(item) && !(item instanceof Wait && item.used))) return this.#throwIn(task, invalidYield(yielded, this.blocking));
-    if (items.some((item) => this.tasks.has(item as Coro) && this.#reaches(item, task))) return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
+    if (items.some((item) => !(item instanceof Wait) && this.tasks.has(item as Coro) && this.#reaches(item, task))) return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
     // The count starts one too high, so that it cannot reach zero while we
     // are still registering; the last line takes the extra one away. (This
     // is also how `yield []` and already-finished coroutines resume at once.)
