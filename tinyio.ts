@@ -1067,6 +1067,7 @@ export class ThreadPool {
       yield call.done.wait();
       return resultOf(call.answer!) as Awaited<R>;
     } catch (reason) {
+      // (`thread.call` is set only once the post went through.)
       if (thread.call !== call) throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${(reason as Error).message})`);
       // Cancelled (or timed out) at our `yield` while the thread works: ask
       // it to stop, and give it the grace period to answer. Only then does
