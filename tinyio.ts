@@ -52,10 +52,11 @@ import { availableParallelism } from "node:os";
 // on its record (its `Task`) "resume me once N things have finished", and
 // hands the task to each of those things. Each one counts the task down by
 // one when it finishes; at zero, the task joins the back of the run queue.
-// A thing that can finish is either another coroutine or a `Wait` on an
-// `Event` (which may also time out). That is all: sleeping, threads,
-// promises and nested loops are built out of those two, so one mechanism
-// wakes everything. (The Python original calls the counter `_WaitingFor`.)
+// A thing that can finish is either another coroutine or a `Wait`: on an
+// `Event`, on a deadline, or for a semaphore's permit. That is all:
+// sleeping, threads, promises and nested loops are built out of those two,
+// so one mechanism wakes everything. (The Python original calls the counter
+// `_WaitingFor`.)
 //
 // Here is one step. `main` is first in the queue; it yields `[a, b]`:
 //
@@ -68,13 +69,15 @@ import { availableParallelism } from "node:os";
 // When `a` returns, main's count drops to 1; when `b` returns, to 0, and
 // `main` is queued again, to be resumed with `[resultOfA, resultOfB]`.
 
+
 // Vocabulary
 // ----------
 
 /**
  * A coroutine: any generator object. `R` is what it returns; what it yields
  * is what it waits for (see {@link Yieldable}); what it is resumed with is
- * untyped (use `yield*` or {@link all} for typed results).
+ * untyped (use `yield*` or {@link all} for typed results). An async
+ * generator (`async function*`) is not a coroutine.
  */
 export type Coro<R = any> = Generator<Yieldable, R, any>;
 
@@ -132,27 +135,44 @@ function notify(): void {
   Atomics.notify(wake, 0);
 }
 
-// Waiting: tasks, events and timers
-// ---------------------------------
+// Tasks: one record per coroutine
+// -------------------------------
 //
-// Every coroutine the loop runs gets a `Task`. Besides the generator, it
-// holds what the coroutine yielded and still waits on, and the counter of
-// the map above: how many of those have not finished yet. Everything the
-// task waits on holds the task in turn, and counts it down when done.
+// Every coroutine the loop meets gets one `Task`, its record from start to
+// finish: while it runs, what it waits on and the counter of the map above;
+// once done, its outcome, for anyone who yields it later. The records live
+// in one `WeakMap`, keyed by the generator object, so finding a coroutine's
+// record is one lookup, and a record lives exactly as long as its coroutine
+// is reachable: the loop keeps nothing alive that you dropped.
+//
+// A task is in one of three states, and moves only forward:
+//
+//     RUNNING ──returns──▶ RETURNED   (result: what it returned)
+//        └─────throws────▶ FAILED     (result: the error)
+//
+// A FAILED task whose error is the TimeoutError that a timeout threw into it
+// has "timed out": that is its outcome, not a crash of the loop.
+const RUNNING = 0;
+const RETURNED = 1;
+const FAILED = 2;
 
 class Task {
   coro: Coro;
   loop: Loop;
-  // What it waits on (a coroutine, an array of them, or a `Wait`), and how
-  // many of those are unfinished. A task with a count of 0 is runnable.
-  waitingOn: unknown = undefined;
+  state = RUNNING;
+  result: unknown = undefined;
+  // What it waits on (a task, a wait, or an array of them for a gather),
+  // and how many of those have not finished. With a count of 0 it is queued.
+  waitingOn: Task | Wait | (Task | Wait)[] | undefined = undefined;
   count = 0;
   // The tasks that wait on this one; made on first use.
   waiters: Task[] | null = null;
   // An error to throw in when it next runs, unless NONE.
   error: unknown = NONE;
-  // Set once the task was given its CancelledError.
-  cancelled = false;
+  // The CancelledError it was given, once the loop cancelled it.
+  cancelled: CancelledError | null = null;
+  // Whether a timeout interrupted it (see `timeout`).
+  interrupted = false;
   constructor(coro: Coro, loop: Loop) {
     this.coro = coro;
     this.loop = loop;
@@ -161,8 +181,153 @@ class Task {
   countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
 
+const records = new WeakMap<object, Task>();
+
+// A coroutine "timed out" when a timeout interrupted it and it then ended
+// with a TimeoutError: a fact about the task, recorded on it, not about an
+// error object, which may travel anywhere. `isTimeoutOf` asks whether an
+// error thrown at a `yield coro` is that outcome (and not, say, a
+// CancelledError that came instead).
+const timedOut = (task: Task | undefined): task is Task => task !== undefined && task.state === FAILED && task.interrupted && task.result instanceof TimeoutError;
+const isTimeoutOf = (coro: Coro, error: unknown): boolean => {
+  const task = records.get(coro);
+  return timedOut(task) && task.result === error;
+};
+
 // Most places take "what a task waits on" as a list.
-const itemsOf = (yielded: unknown): unknown[] => (Array.isArray(yielded) ? yielded : [yielded]);
+const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
+
+// Waits: the other thing a coroutine can wait on
+// ----------------------------------------------
+//
+// A `Wait` is what `event.wait(ms)`, `sleep(ms)` and `sem.acquire()` return.
+// It belongs to the task that yielded it, and comes from a `Source` (an
+// `Event`, a `Semaphore`), which fires it, maybe with a value: a permit, for
+// a semaphore. Its deadline, if it has one, sits in the loop's timer heap.
+//
+//     registered ──fire(value)──▶ fired ──the task resumes──▶ taken
+//          │                        │
+//          └──deadline, crash,      └──the task is resumed with an error
+//             timeout: drop()          instead: drop(), and the source
+//                                      takes the value back
+//
+// That last arrow is why a permit is never lost: a permit handed to a
+// coroutine that is then timed out or cancelled before it runs goes back to
+// the semaphore, which hands it to the next in line. And because the wait
+// belongs to the yielding task itself, `yield sem.acquire()` is as safe as
+// `yield* sem.acquire()`: there is no go-between coroutine to lose it.
+interface Source {
+  // A task yielded `wait`: fire it now, or remember it for later.
+  add(wait: Wait): void;
+  // The task no longer waits: forget `wait`, and if it was fired with a
+  // value, take the value back.
+  drop(wait: Wait): void;
+}
+
+class Wait {
+  source: Source;
+  deadline: number;
+  // Who waits; cleared when it fires, so that a fired wait that stays in the
+  // timer heap until its deadline holds nothing of its task meanwhile.
+  task: Task | null = null;
+  value: unknown = undefined;
+  fired = false;
+  used = false;
+  dropped = false;
+  // A shielded wait is not cut short by a crash or a timeout: it is how a
+  // thread call gives its thread the grace period, and how `isolate` waits
+  // for its nested loop to finish cancelling.
+  shield = false;
+  constructor(source: Source, ms: number) {
+    this.source = source;
+    this.deadline = ms === Infinity ? Infinity : performance.now() + ms;
+  }
+
+  register(task: Task): void {
+    this.used = true;
+    this.task = task;
+    this.source.add(this);
+    if (!this.fired && this.deadline !== Infinity) task.loop.addTimer(this);
+  }
+
+  fire(value?: unknown): void {
+    if (this.fired) return;
+    this.fired = true;
+    this.value = value;
+    const task = this.task;
+    this.task = null;
+    task?.countDown();
+  }
+
+  drop(): void {
+    if (this.dropped) return;
+    this.dropped = true;
+    this.source.drop(this);
+  }
+
+  // Its deadline passed, or the loop crashed: it ends without a value.
+  expire(): void {
+    this.drop();
+    this.fire();
+  }
+
+  // A wait is also a tiny hand-written generator, so that it can go wherever
+  // a coroutine can (`yield*`, `loop.run`): its first `next()` hands the wait
+  // itself to the loop, which registers it; the next one returns the value
+  // the loop resumed it with (a permit, say), which is what `yield*` gives.
+  next(value?: unknown): IteratorResult<Wait, unknown> {
+    return this.used ? { value, done: true } : { value: this, done: false };
+  }
+  throw(error: unknown): never { throw error; }
+  return(value?: unknown): IteratorResult<Wait, unknown> {
+    this.used = true;
+    return { value, done: true };
+  }
+  [Symbol.iterator](): this { return this; }
+}
+
+// Marks a wait as one that a crash or a timeout does not cut short.
+function shielded(wait: Coro<void>): Coro<void> {
+  (wait as unknown as Wait).shield = true;
+  return wait;
+}
+
+// A wait is not a task, so it has no record to time out or to copy: where
+// we need one, we wrap the wait in a coroutine of its own.
+function asCoro<T>(coro: Coro<T>): Coro<T> {
+  return coro instanceof Wait ? (function* (): Coro<T> { return yield coro; })() : coro;
+}
+
+// The timer heap: a binary min-heap of waits by deadline, so the soonest is
+// always at index 0, and adding or removing one costs O(log n). A wait that
+// fired early (its event was set) stays in the heap until it reaches the
+// top, where the loop throws it away: cheaper than searching for it. (So
+// that a million such waits cannot pile up, the loop sweeps them out
+// whenever the heap has doubled; see `addTimer`.)
+function heapPush(heap: Wait[], wait: Wait): void {
+  let i = heap.push(wait) - 1;
+  for (let parent = (i - 1) >> 1; i > 0 && heap[parent]!.deadline > wait.deadline; parent = (i - 1) >> 1) {
+    heap[i] = heap[parent]!;
+    i = parent;
+  }
+  heap[i] = wait;
+}
+
+function heapPop(heap: Wait[]): Wait {
+  const top = heap[0]!;
+  const last = heap.pop()!; // moves into the hole at the top, then sinks
+  let i = 0;
+  for (let child = 1; child < heap.length; i = child, child = 2 * i + 1) {
+    if (child + 1 < heap.length && heap[child + 1]!.deadline < heap[child]!.deadline) child++;
+    if (heap[child]!.deadline >= last.deadline) break;
+    heap[i] = heap[child]!;
+  }
+  if (heap.length > 0) heap[i] = last;
+  return top;
+}
+
+// Events
+// ------
 
 /**
  * A flag that coroutines can wait for. `set()` wakes every waiter; `clear()`
@@ -179,7 +344,7 @@ const itemsOf = (yielded: unknown): unknown[] => (Array.isArray(yielded) ? yield
  * console.log(new tinyio.Loop().run(main())); // ["woken", undefined]
  * ```
  */
-export class Event {
+export class Event implements Source {
   #flag = false;
   /** @internal The waits registered on this event and not yet fired. */
   waits = new Set<Wait>();
@@ -217,6 +382,9 @@ export class Event {
     if (timeoutMs !== undefined) checkMs(timeoutMs, "event.wait(timeoutMs)");
     return new Wait(this, timeoutMs ?? Infinity) as unknown as Coro<void>;
   }
+
+  /** @internal */ add(wait: Wait): void { this.#flag ? wait.fire() : this.waits.add(wait); }
+  /** @internal */ drop(wait: Wait): void { this.waits.delete(wait); }
 }
 
 // Why does a wait that fired stay fired, even if the event is cleared
@@ -226,98 +394,22 @@ export class Event {
 // later: the coroutine has been told "time is up" and must not be told
 // twice. Either way, a `Wait` fires once.
 
-// A `Wait` is what `event.wait(ms)` returns: the one thing besides a
-// coroutine that the loop knows how to wait on. It counts its task down
-// when its event is set or its deadline passes (timed waits sit in the
-// loop's timer heap, below). Its time counts from the `wait(ms)` call.
-class Wait {
-  event: Event;
-  deadline: number;
-  task: Task | null = null;
-  fired = false;
-  used = false;
-  // A shielded wait may still be yielded by a cancelled coroutine: it is how
-  // a thread call waits for its thread to stop (see "Threads").
-  shield = false;
-  constructor(event: Event, ms: number) {
-    this.event = event;
-    this.deadline = ms === Infinity ? Infinity : performance.now() + ms;
-  }
-
-  register(task: Task): void {
-    this.used = true;
-    this.task = task;
-    if (this.event.isSet()) return this.fire();
-    this.event.waits.add(this);
-    if (this.deadline !== Infinity) heapPush(task.loop.timers, this);
-  }
-
-  fire(): void {
-    if (this.fired) return;
-    this.fired = true;
-    this.event.waits.delete(this);
-    this.task?.countDown();
-  }
-
-  // A wait is also a tiny hand-written generator, so that it can go wherever
-  // a coroutine can (`yield*`, `loop.run`, a Set): its first `next()` hands
-  // the wait itself to the loop, which registers it; the next one returns.
-  next(): IteratorResult<Wait, undefined> {
-    return this.used ? { value: undefined, done: true } : { value: this, done: false };
-  }
-  throw(error: unknown): never { throw error; }
-  [Symbol.iterator](): this { return this; }
-}
-
-// Marks a wait as one that a cancelled coroutine may still yield.
-function shielded(wait: Coro<void>): Coro<void> {
-  (wait as unknown as Wait).shield = true;
-  return wait;
-}
-
-// The timer heap: a binary min-heap of waits by deadline, so the soonest is
-// always at index 0, and adding or removing one costs O(log n). A wait that
-// fired early (its event was set) stays in the heap until it reaches the
-// top, where the loop throws it away: cheaper than searching for it.
-function heapPush(heap: Wait[], wait: Wait): void {
-  let i = heap.push(wait) - 1;
-  for (let parent = (i - 1) >> 1; i > 0 && heap[parent].deadline > wait.deadline; parent = (i - 1) >> 1) {
-    heap[i] = heap[parent];
-    i = parent;
-  }
-  heap[i] = wait;
-}
-
-function heapPop(heap: Wait[]): Wait {
-  const top = heap[0];
-  const last = heap.pop()!; // moves into the hole at the top, then sinks
-  let i = 0;
-  for (let child = 1; child < heap.length; i = child, child = 2 * i + 1) {
-    if (child + 1 < heap.length && heap[child + 1].deadline < heap[child].deadline) child++;
-    if (heap[child].deadline >= last.deadline) break;
-    heap[i] = heap[child];
-  }
-  if (heap.length > 0) heap[i] = last;
-  return top;
-}
-
 // The loop
 // --------
 //
-// The loop's state is four pieces: `queue`, the tasks ready to run, in order;
-// `tasks`, every coroutine started and not yet finished; `timers`, the heap
-// above; and `results`, what finished coroutines returned. Results live in a
-// `WeakMap`, so a coroutine finished in one `run` can be yielded again in a
-// later `run` of the same loop, yet the loop keeps nothing alive that you
-// dropped.
+// The loop's state is three pieces: `queue`, the tasks ready to run, in
+// order; `live`, every task started on it and not yet finished; and
+// `timers`, the heap above. Everything else is on the task records.
 
-// The loop whose coroutines are being stepped right now (`timeout` and
-// `isolate` need it), and the wake word's value when threads were last polled.
+// The loop whose coroutines are being stepped right now (`timeout`,
+// `isolate` and `fromPromise` need it), and the wake word's value when
+// threads were last polled.
 let current: Loop | null = null;
 let polledAt = -1;
 
-// How long a busy loop runs before it lets its driver breathe (see
-// `toPromise`: Node's own event loop needs a turn every few milliseconds).
+// A busy loop hands control back to its driver at least every SLICE_MS, so
+// that a loop under `toPromise` lets Node's own event loop run, and a loop
+// nested in `isolate` lets the outer loop's coroutines run.
 const SLICE_MS = 5;
 
 /**
@@ -334,9 +426,8 @@ const SLICE_MS = 5;
  */
 export class Loop {
   /** @internal */ queue: Task[] = [];
-  /** @internal */ tasks = new Map<Coro, Task>();
+  /** @internal */ live = new Set<Task>();
   /** @internal */ timers: Wait[] = [];
-  /** @internal */ results = new WeakMap<Coro, unknown>();
   /** @internal The error that crashed the run, then the errors raised while cancelling. */
   crash: { error: unknown; errors: unknown[] } | null = null;
   /** @internal The wake word's value when the loop last looked for work. */
@@ -346,6 +437,7 @@ export class Loop {
   /** @internal Set by `isolate` while this nested loop has nothing to do. */
   parked: Event | null = null;
   #running = false;
+  #sweepAt = 64;
 
   /**
    * Runs `coro` and every coroutine it starts until all have finished, and
@@ -355,58 +447,65 @@ export class Loop {
    * @param coro a generator object (call your generator function).
    * @param options see {@link RunOptions}.
    */
-  run<R>(coro: Coro<R>, options?: RunOptions): R {
-    const runtime = this.start(coro, options, true);
-    let step = runtime.next();
-    while (!step.done) {
+  run<R>(coro: Coro<R>, options?: RunOptions | null): R {
+    const runtime = this.start(coro, options, true, "Loop.run");
+    for (let step = runtime.next(); ; ) {
+      if (step.done) return step.value;
       // Nothing to run, no timer, no thread at work: nothing can wake us.
       const stuck = step.value === Infinity && busy.size === 0;
       if (!stuck && step.value > 0) Atomics.wait(wake, 0, this.seen, step.value);
       step = stuck ? runtime.throw(new Error(DEADLOCK)) : runtime.next();
     }
-    return step.value;
   }
 
   /** @internal Checks the arguments, then hands back the stepping core. */
-  start(coro: Coro, options: RunOptions = {}, blocking: boolean): Generator<number, any, void> {
-    if (!isCoro(coro)) throw new TypeError(`Loop.run needs a coroutine (a generator object), but got ${describe(coro)}. Did you forget to call the generator function: run(main()) rather than run(main)?`);
+  start(coro: Coro, options: RunOptions | null | undefined, blocking: boolean, who: string): Generator<number, any, void> {
+    const problem = notACoro(coro, `${who}(coro)`);
+    if (problem !== null) throw problem;
     if (this.#running) throw new Error("This loop is currently running: a coroutine cannot run the loop it runs on. To wait for a coroutine, yield it; to run a separate loop inside a coroutine, make a new Loop().");
+    const task = records.get(coro);
+    if (task?.state === RUNNING) throw new Error(ELSEWHERE);
     this.#running = true;
     this.blocking = blocking;
-    return this.#runtime(coro, options);
+    return this.#runtime(coro, options ?? {});
   }
 
-  // One core, two drivers. The stepping core is itself a generator: it runs
-  // coroutines while any is runnable, and when none is, it yields how long
-  // it may sleep (Infinity: until woken; 0: "still busy, but take a
-  // breath"). Whoever drives it decides how to sleep: `run` blocks the
-  // thread with `Atomics.wait`; `toPromise` awaits, so Node's own event loop
-  // runs meanwhile; `isolate` waits as a coroutine of an outer loop. A
-  // driver reports trouble (a deadlock, an aborted signal) by throwing it in
-  // at that `yield`, where it crashes the loop like a coroutine's error.
-  *#runtime(root: Coro, options: RunOptions): Generator<number, any, void> {
+  // One core, three drivers. The stepping core is itself a generator: it
+  // runs coroutines while any is runnable, and when none is, it yields how
+  // long it may sleep (Infinity: until woken; 0: "still busy, but your turn
+  // now"). Whoever drives it decides how to sleep: `run` blocks the thread
+  // with `Atomics.wait`; `toPromise` awaits, so Node's own event loop runs
+  // meanwhile; `isolate` waits as a coroutine of an outer loop. A driver
+  // reports trouble (a deadlock, an aborted signal) by throwing it in at
+  // that `yield`, where it crashes the loop like a coroutine's error.
+  *#runtime(coro: Coro, options: RunOptions): Generator<number, any, void> {
     const outer = current;
-    let sliceStart = performance.now();
-    let steps = 0;
+    const root = records.get(coro) ?? this.#start(coro); // (if it finished already, we give its outcome)
     try {
-      if (!this.results.has(root)) this.#startTask(root); // (if it has, we return its result)
-      while (this.tasks.size > 0) {
+      let sliceStart = performance.now();
+      let budget = 1;
+      while (this.live.size > 0) {
         current = this;
         this.#collectWakeUps();
-        // Loop invariant: every task in `queue` is also in `tasks`.
+        // Run the queue in order. Tasks woken meanwhile join a fresh queue, so
+        // each runs at most once per round. We read the clock after every step
+        // when a driver waits for its turn (every 1,000 under the synchronous
+        // `run`, where a reading costs about as much as a step).
         const batch = this.queue;
         this.queue = [];
-        for (const task of batch) this.#step(task);
-        current = outer;
-        if (this.tasks.size === 0) break;
-        const ms = this.queue.length > 0 ? 0 : this.#sleepTime();
-        if (ms === 0) {
-          // Still busy: go on, but let the driver breathe every SLICE_MS. (We
-          // read the clock every 1,000 steps: it costs about as much as one.)
-          if ((steps += batch.length) < 1000) continue;
-          steps = 0;
-          if (performance.now() - sliceStart < SLICE_MS) continue;
+        let i = 0;
+        let breathe = false;
+        while (i < batch.length && !breathe) {
+          this.#step(batch[i++]!);
+          if (--budget > 0) continue;
+          budget = this.blocking ? 1000 : 1;
+          breathe = performance.now() - sliceStart >= SLICE_MS;
         }
+        if (i < batch.length) this.queue = batch.slice(i).concat(this.queue);
+        current = outer;
+        if (this.live.size === 0) break;
+        const ms = this.queue.length > 0 ? 0 : this.#sleepTime();
+        if (ms === 0 && !breathe) continue;
         try {
           yield ms;
         } catch (error) {
@@ -417,6 +516,16 @@ export class Loop {
       return this.#outcome(root, options);
     } finally {
       current = outer;
+      // Closed early by its driver (`isolate`'s own coroutine was closed):
+      // close every coroutine we would otherwise abandon.
+      for (const task of this.live) {
+        for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait) item.drop();
+        this.#close(task);
+        task.state = FAILED;
+        task.result = new CancelledError("Abandoned: the loop running this coroutine was closed before it finished.");
+      }
+      this.live.clear();
+      this.queue = [];
       this.timers = [];
       this.crash = null;
       this.#running = false;
@@ -428,12 +537,12 @@ export class Loop {
   // those counts a task down, which may queue it.
   #collectWakeUps(): void {
     this.seen = Atomics.load(wake, 0);
-    if (busy.size > 0 && this.seen !== polledAt) {
+    if (this.seen !== polledAt && threads.size > 0) {
       polledAt = this.seen;
       pollThreads();
     }
     const now = this.timers.length > 0 ? performance.now() : 0;
-    while (this.timers.length > 0 && this.timers[0].deadline <= now) heapPop(this.timers).fire();
+    while (this.timers.length > 0 && this.timers[0]!.deadline <= now) heapPop(this.timers).expire();
   }
 
   // How long the driver may sleep: until the soonest timer that still
@@ -441,10 +550,20 @@ export class Loop {
   // libuv, we sleep in whole milliseconds, so that timers due within the
   // same millisecond fire in one wake-up rather than one wake-up each.
   #sleepTime(): number {
-    while (this.timers.length > 0 && this.timers[0].fired) heapPop(this.timers);
+    while (this.timers.length > 0 && this.timers[0]!.fired) heapPop(this.timers);
     if (this.timers.length === 0) return Infinity;
-    const left = this.timers[0].deadline - performance.now();
+    const left = this.timers[0]!.deadline - performance.now();
     return left > 0 ? Math.ceil(left) : 0;
+  }
+
+  /** @internal Adds a timed wait to the heap; sweeps out fired ones whenever it has doubled. */
+  addTimer(wait: Wait): void {
+    if (this.timers.length >= this.#sweepAt) {
+      // (A sorted array is a valid heap.)
+      this.timers = this.timers.filter((timer) => !timer.fired).sort((a, b) => a.deadline - b.deadline);
+      this.#sweepAt = 2 * this.timers.length + 64;
+    }
+    heapPush(this.timers, wait);
   }
 
   /** @internal Queues a task whose count reached zero. */
@@ -453,109 +572,119 @@ export class Loop {
     this.parked?.set();
   }
 
-  #startTask(coro: Coro): Task {
+  #start(coro: Coro): Task {
     const task = new Task(coro, this);
-    this.tasks.set(coro, task);
+    records.set(coro, task);
+    this.live.add(task);
     this.queue.push(task);
     return task;
   }
 
   // One step: resume the task with its value (or throw its error in), then
   // look at what it did. It may have returned, thrown, or yielded again.
+  //
+  // This is the one door to user code: every call into a coroutine, and
+  // every read of what it gave back, happens inside a `try` here or in
+  // `#schedule`. Whatever fails there is that coroutine's error; the loop's
+  // own state never sees a half-done step.
   #step(task: Task): void {
-    let out: IteratorResult<unknown>;
+    let done: unknown, value: unknown, swallowed: boolean;
     try {
-      out = this.#resume(task);
+      const out = this.#resume(task);
+      if (typeof out !== "object" || out === null) throw new TypeError(`A tinyio coroutine's next() returned ${describe(out)}, not an iterator result ({ value, done }). Is it a real generator?`);
+      ({ done, value } = out);
+      // Once cancelled, a task may only finish, or wait on a shielded wait.
+      swallowed = task.cancelled !== null && (Boolean(done) || !(value instanceof Wait && value.shield));
     } catch (error) {
       return this.#finish(task, error, true);
     }
-    if (task.cancelled && (out.done || !(out.value instanceof Wait && out.value.shield))) {
-      // It caught its CancelledError and carried on: we do not resume it.
-      warnSwallowed(out);
-      return this.#finish(task, undefined, false);
-    }
-    if (out.done) this.#finish(task, out.value, false);
-    else this.#schedule(task, out.value);
+    if (swallowed) {
+      warnSwallowed(done ? `returned ${describe(value)}` : `yielded ${describe(value)}`);
+      if (!done) this.#close(task);
+      this.#finish(task, task.cancelled, true);
+    } else if (done) this.#finish(task, value, false);
+    else this.#schedule(task, value);
   }
 
   #resume(task: Task): IteratorResult<unknown> {
     const { waitingOn } = task;
     task.waitingOn = undefined;
-    if (this.crash !== null && !task.cancelled) {
-      task.cancelled = true;
-      return task.coro.throw(new CancelledError("Cancelled, because another coroutine of the loop failed."));
-    }
     let { error } = task;
     let value: unknown;
     task.error = NONE;
-    if (error === NONE && waitingOn !== undefined) {
+    if (this.crash !== null && task.cancelled === null) error = task.cancelled = new CancelledError("Cancelled, because another coroutine of the loop failed.");
+    else if (error === NONE && waitingOn !== undefined) {
       try {
-        value = this.#collect(waitingOn);
+        value = Array.isArray(waitingOn) ? waitingOn.map(valueOf) : valueOf(waitingOn);
       } catch (failure) {
-        error = failure;
+        error = failure; // a coroutine it waited on timed out, or failed in an earlier run
       }
     }
-    return error === NONE ? task.coro.next(value) : task.coro.throw(error);
+    if (error === NONE) return task.coro.next(value);
+    // Resumed with an error, the task takes nothing its waits were given.
+    for (const item of itemsOf(waitingOn)) if (item instanceof Wait) item.drop();
+    return task.coro.throw(error);
   }
 
-  // What a task is resumed with, once everything it waited on is done: the
-  // result of the coroutine, or an array of results for a gather. An event
-  // wait gives `undefined`. A coroutine that timed out gives its error.
-  #collect(yielded: unknown): unknown {
-    if (Array.isArray(yielded)) return yielded.map((item) => this.#collect(item));
-    if (yielded instanceof Wait) return undefined;
-    const result = this.results.get(yielded as Coro);
-    if (result instanceof Failed) throw result.error;
-    return result;
-  }
-
-  // The heart of the loop: what did the coroutine yield? Each case ends the
-  // same way: the task is queued again at once, or it waits with a count.
+  // The heart of the loop: what did the coroutine yield? We read all of it
+  // first (user objects may throw, even for `instanceof`), and act only
+  // once it all made sense. So a mistake halfway through a gather leaves
+  // nothing half started.
   #schedule(task: Task, yielded: unknown): void {
     // `yield;` goes to the back of the queue, so that the others run first.
     if (yielded === undefined) return void this.queue.push(task);
+    let items: (Task | Wait | Coro)[] | Error;
+    let gather = false;
+    let background = false;
+    try {
+      gather = Array.isArray(yielded);
+      background = !gather && yielded instanceof Set;
+      items = this.#read(task, yielded, gather || background ? Array.from(yielded as Iterable<unknown>) : [yielded], background);
+    } catch (error) {
+      items = new TypeError(`A tinyio coroutine yielded an object that the loop cannot inspect (reading it threw ${describe(error)}).`, { cause: error });
+    }
+    if (items instanceof Error) return this.#throwIn(task, items);
     // `yield new Set([...])` starts what is new, and goes on at once.
-    if (yielded instanceof Set && [...yielded].every(isCoro)) {
-      for (const coro of yielded) if (!this.results.has(coro) && !this.tasks.has(coro)) this.#startTask(coro);
+    if (background) {
+      for (const item of items) if (!(item instanceof Task)) this.#start(item as Coro);
       return void this.queue.push(task);
     }
-    // Otherwise it is one coroutine, a gather, or an event wait; or a mistake.
-    const items = itemsOf(yielded);
-    if (!items.every((item) => isCoro(item) && !(item instanceof Wait && item.used))) return this.#throwIn(task, invalidYield(yielded, this.blocking));
-    if (items.some((item) => !(item instanceof Wait) && this.tasks.has(item as Coro) && this.#reaches(item, task))) return this.#throwIn(task, new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it."));
-    // The count starts one too high, so that it cannot reach zero while we
-    // are still registering; the last line takes the extra one away. (This
-    // is also how `yield []` and already-finished coroutines resume at once.)
-    task.waitingOn = yielded;
+    // Otherwise it waits. The count starts one too high, so that it cannot
+    // reach zero while we are still registering; the last line takes the
+    // extra one away. (This is also how `yield []` and already-finished
+    // coroutines resume at once.)
     task.count = items.length + 1;
-    for (const item of items) {
-      if (item instanceof Wait) item.register(task);
-      else if (this.results.has(item as Coro)) task.count--; // finished: its result is stored
-      else {
-        // Running already (a diamond: two coroutines wait on one), or new.
-        const dep = this.tasks.get(item as Coro) ?? this.#startTask(item as Coro);
-        if (dep.waiters === null) dep.waiters = [task]; // (sized for one: most have one waiter)
-        else dep.waiters.push(task);
+    for (let i = 0; i < items.length; i++) {
+      let item = items[i]!;
+      if (item instanceof Wait) {
+        if (item.used) task.count--; // the same wait twice in one gather: once is enough
+        else item.register(task);
+        continue;
       }
+      // New (or a second mention of one just started), running, or done.
+      if (!(item instanceof Task)) item = items[i] = records.get(item) ?? this.#start(item);
+      if (item.state !== RUNNING) task.count--;
+      else if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
+      else item.waiters.push(task);
     }
+    task.waitingOn = gather ? (items as (Task | Wait)[]) : (items[0] as Task | Wait);
     task.countDown();
   }
 
-  // Cycles: only a yield of a coroutine that is already running can close a
-  // cycle, so only then do we look, following what it waits on, and what
-  // those wait on, to see whether the trail leads back to the yielder.
-  #reaches(item: unknown, target: Task): boolean {
-    const trail = [item];
-    const seen = new Set<Task>();
-    while (trail.length > 0) {
-      const next = trail.pop();
-      const task = next instanceof Wait ? undefined : this.tasks.get(next as Coro);
-      if (task === target) return true;
-      if (task === undefined || seen.has(task)) continue;
-      seen.add(task);
-      trail.push(...itemsOf(task.waitingOn));
+  // Checks each yielded item, and finds its record: a task, a wait, or a
+  // coroutine that is new here. Returns an error for a mistake (to be thrown
+  // in at the `yield`), so that anything thrown out of here is a user
+  // object's own failure.
+  #read(task: Task, yielded: unknown, list: unknown[], background: boolean): (Task | Wait | Coro)[] | Error {
+    const items: (Task | Wait | Coro)[] = [];
+    for (const item of list) {
+      if (item instanceof Wait ? item.used : notACoro(item, "") !== null) return invalidYield(yielded, list, this.blocking);
+      const dep = item instanceof Wait ? undefined : records.get(item as Coro);
+      if (dep?.state === RUNNING && dep.loop !== this) return new Error(ELSEWHERE);
+      if (dep?.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
+      items.push(dep ?? (item as Wait | Coro));
     }
-    return false;
+    return items;
   }
 
   // The task that just yielded gets the error at that `yield`, next turn.
@@ -565,38 +694,50 @@ export class Loop {
   }
 
   /**
-   * @internal `timeout` throws its error into `coro` at its `yield`,
-   * whatever it waits on: the task stops waiting (its waits are dropped, the
-   * coroutines it waited on forget it) and is queued to receive the error.
-   * Returns false if `coro` is not running here.
+   * @internal `timeout` interrupts `coro`: a TimeoutError is thrown in at its
+   * `yield`, whatever it waits on. It stops waiting (its waits are dropped,
+   * the tasks it waited on forget it), unless it is in a shielded wait,
+   * which it finishes first. Returns false if `coro` is not running here.
    */
-  timeOut(coro: Coro, error: TimeoutError): boolean {
-    const task = this.tasks.get(coro);
-    if (task === undefined) return false;
-    if (task.count > 0) {
-      for (const item of itemsOf(task.waitingOn)) {
-        const dep = this.tasks.get(item as Coro);
-        if (item instanceof Wait) ((item.task = null), item.fire());
-        else if (dep?.waiters) dep.waiters = dep.waiters.filter((waiter) => waiter !== task);
-      }
-      task.count = 0;
-      task.waitingOn = undefined;
-      this.queue.push(task);
-    } // (else it is queued already: it waits on nothing)
-    timeoutErrors.add(error);
-    task.error = error;
+  timeOut(coro: Coro, ms: number): boolean {
+    const task = records.get(coro);
+    if (task?.state !== RUNNING || task.loop !== this) return false;
+    task.interrupted = true;
+    task.error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
+    if (task.waitingOn instanceof Wait && task.waitingOn.shield) return true;
+    for (const item of itemsOf(task.waitingOn)) {
+      if (item instanceof Wait) ((item.task = null), item.drop());
+      else if (item.waiters !== null) item.waiters = item.waiters.filter((waiter) => waiter !== task);
+    }
+    task.waitingOn = undefined;
+    if (task.count > 0) (task.count = 0), this.queue.push(task); // (else it is queued already)
     return true;
   }
 
-  // A task is done. A normal return stores the result; a failure crashes the
-  // loop (except a timeout, which is stored for the waiters to receive).
-  // Either way, everyone waiting on it is counted down.
-  #finish(task: Task, outcome: unknown, failed: boolean): void {
-    this.tasks.delete(task.coro);
-    if (!failed) this.results.set(task.coro, outcome);
-    else if (this.crash === null && timeoutErrors.has(outcome as object)) this.results.set(task.coro, new Failed(outcome));
-    else this.#crash(outcome);
-    if (task.waiters !== null) for (const waiter of task.waiters) waiter.countDown();
+  // A task is done. Its outcome goes on its record; a failure crashes the
+  // loop, unless it is a timeout (the task's outcome, for its waiters to
+  // receive). Either way, everyone waiting on it is counted down.
+  #finish(task: Task, result: unknown, failed: boolean): void {
+    this.live.delete(task);
+    task.state = failed ? FAILED : RETURNED;
+    task.result = result;
+    if (failed && (this.crash !== null || !timedOut(task))) this.#crash(result);
+    const { waiters } = task;
+    task.waiters = null;
+    if (waiters !== null) for (const waiter of waiters) waiter.countDown();
+  }
+
+  // Close what we abandon. JavaScript never closes a generator that is
+  // dropped (Python does, when it is collected), so we call `return()`,
+  // which runs its remaining `finally` blocks, and so releases what they
+  // hold: a thread call's worker and pool slot, a permit. A `finally` that
+  // yields again is closed again, a few times at most.
+  #close(task: Task): void {
+    try {
+      for (let tries = 0; tries < 8 && task.coro.return?.(undefined)?.done === false; tries++);
+    } catch (error) {
+      this.#crash(error);
+    }
   }
 
   // Errors and cancellation
@@ -608,8 +749,10 @@ export class Loop {
   // `CancelledError` instead of its value (see `#resume`). To get there:
   //
   // - runnable tasks (and those not started yet) are in the queue already;
-  // - tasks waiting on events or timers have those waits fired early, which
-  //   counts them down as if the time had come;
+  // - tasks waiting on events or timers have those waits expired early,
+  //   which counts them down as if the time had come (shielded waits excepted:
+  //   a task in one is cleaning up already, and gets its CancelledError when
+  //   the wait ends);
   // - tasks waiting on other coroutines stay put: they are woken, and so
   //   cancelled, when those coroutines have finished being cancelled.
   //
@@ -618,7 +761,7 @@ export class Loop {
   #crash(error: unknown): void {
     if (this.crash !== null) return void this.crash.errors.push(error);
     this.crash = { error, errors: [] };
-    for (const task of this.tasks.values()) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait) item.fire();
+    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) item.expire();
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a
@@ -626,64 +769,107 @@ export class Loop {
   // took their cancellation cleanly; the original error, its stack intact,
   // is then the most useful thing to throw. If cleanup went wrong too, that
   // must not be hidden, so then we throw an `AggregateError`.
-  #outcome(root: Coro, options: RunOptions): unknown {
-    if (this.crash !== null) {
-      const { error, errors } = this.crash;
-      const others = errors.filter((e) => !(e instanceof CancelledError));
-      const group = options.exceptionGroup;
-      if (group === false || (group === undefined && others.length === 0)) throw error;
-      throw new AggregateError([error, ...(group ? errors : others)], `A tinyio coroutine failed (${String(error)}), and ${others.length} more error(s) were raised while cancelling the others.`);
-    }
-    return this.#collect(root);
+  #outcome(root: Task, options: RunOptions): unknown {
+    if (this.crash === null) return valueOf(root);
+    const { error, errors } = this.crash;
+    const others = errors.filter((e) => !(e instanceof CancelledError));
+    const group = options.exceptionGroup;
+    if (group === false || (group === undefined && others.length === 0)) throw error;
+    const held = group ? errors : others;
+    throw new AggregateError([error, ...held], `A tinyio coroutine failed (${describe(error)}), and ${held.length} more error(s) were raised while cancelling the others.`);
   }
 }
 
-// Errors that `timeout` threw into a coroutine. A coroutine that fails with
-// one of these has "timed out" rather than crashed the loop, and we store
-// the error, wrapped, as its result, for whoever waits on it to receive.
-const timeoutErrors = new WeakSet<object>();
-class Failed {
-  error: unknown;
-  constructor(error: unknown) {
-    this.error = error;
+// What a finished task or a fired wait gives whoever waited on it.
+function valueOf(item: Task | Wait): unknown {
+  if (item instanceof Wait) return item.value;
+  if (item.state === FAILED) throw item.result;
+  return item.result;
+}
+
+// Cycles: a coroutine that yields a running one closes a cycle if that one
+// already waits on it, through any chain. Two walks take a step each in
+// turn: down from `dep` along what each task waits on, up from `task` along
+// its waiters. The chain exists if they meet; the walk that runs out first
+// proves it does not. So a check costs about twice the shorter walk: N
+// coroutines yielding one running coroutine that gathers N jobs cost each
+// yielder its own few waiters, not the N jobs.
+function closesCycle(task: Task, dep: Task): boolean {
+  const below = new Set<Task>();
+  const above = new Set<Task>();
+  const down = walk(dep, (t) => itemsOf(t.waitingOn).filter((item) => item instanceof Task), below);
+  const up = walk(task, (t) => t.waiters ?? [], above);
+  for (;;) {
+    const d = down.next();
+    if (d.done) return false;
+    if (above.has(d.value)) return true;
+    const u = up.next();
+    if (u.done) return false;
+    if (below.has(u.value)) return true;
+  }
+}
+
+function* walk(from: Task, next: (task: Task) => Task[], seen: Set<Task>): Generator<Task, void> {
+  const todo = [from];
+  seen.add(from);
+  yield from;
+  for (let i = 0; i < todo.length; i++) {
+    for (const task of next(todo[i]!)) {
+      if (seen.has(task)) continue;
+      seen.add(task);
+      todo.push(task);
+      yield task;
+    }
   }
 }
 
 const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
+const ELSEWHERE = "This coroutine is running on another tinyio loop right now, and a coroutine belongs to one loop while it runs. To hand its result to an isolated loop, wrap it: yield tinyio.copy(coro).";
 
-function warnSwallowed(out: IteratorResult<unknown>): void {
-  const what = out.done ? `returned ${describe(out.value)}` : `yielded ${describe(out.value)}`;
-  process.emitWarning(`A tinyio coroutine caught its CancelledError and ${what} instead of letting the error propagate; the loop does not resume it, so resources it holds may leak. Clean up in a finally block (or rethrow the CancelledError).`, "TinyioWarning");
+function warnSwallowed(what: string): void {
+  process.emitWarning(`A tinyio coroutine was cancelled, and ${what} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it, and has closed it with return() so that its remaining finally blocks ran.`, "TinyioWarning");
 }
 
 // The error for a yield the loop cannot wait on, with a hint for the usual
 // mistakes.
-function invalidYield(yielded: unknown, blocking: boolean): TypeError {
+function invalidYield(yielded: unknown, items: unknown[], blocking: boolean): TypeError {
+  const index = items.findIndex((item) => (item instanceof Wait ? item.used : notACoro(item, "") !== null));
+  const item = items[index];
   let what = describe(yielded);
-  if (Array.isArray(yielded) || yielded instanceof Set) {
-    const items = [...yielded];
-    const index = items.findIndex((item) => !isCoro(item) || (item instanceof Wait && item.used));
-    what = `${Array.isArray(yielded) ? "an array" : "a Set"} whose item ${index} is ${describe(items[index])}`;
-  }
-  let hint = "";
-  if (itemsOf(yielded).some((item) => item instanceof Wait)) hint = " Each `event.wait()` or `sleep()` can be yielded once: make a new one to wait again.";
-  else if (isPromise(yielded)) hint = blocking ? " A Promise cannot settle while the synchronous `Loop.run` blocks the thread: run the loop with `tinyio.toPromise(...)` and wait with `yield tinyio.fromPromise(promise)`." : " Wait for a promise with `yield tinyio.fromPromise(promise)`.";
-  else if (typeof yielded === "function") hint = " Did you forget to call it (`yield work()` rather than `yield work`)?";
-  return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`.${hint}`);
+  if (Array.isArray(yielded) || yielded instanceof Set) what = `${Array.isArray(yielded) ? "an array" : "a Set"} whose item ${index} is ${describe(item)}`;
+  let hint = ` ${notACoro(item, "")?.message ?? ""}`;
+  if (item instanceof Wait) hint = " That wait was yielded already: each `event.wait()` or `sleep()` can be yielded once; make a new one to wait again.";
+  else if (isPromise(item)) hint = blocking ? " A Promise cannot settle while the synchronous `Loop.run` blocks the thread: run the loop with `tinyio.toPromise(...)` and wait with `yield tinyio.fromPromise(promise)`." : " Wait for a promise with `yield tinyio.fromPromise(promise)`.";
+  return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`.${hint.trimEnd()}`);
 }
 
+// Why `value` is not a coroutine, as an error naming `where` (or null if it
+// is one). Duck typing, as elsewhere in JavaScript: a coroutine is anything
+// with `next` and `throw`, except an async generator, which has them too.
+function notACoro(value: unknown, where: string): TypeError | null {
+  const v = value as Coro;
+  if (typeof v?.next === "function" && typeof v.throw === "function" && !(Symbol.asyncIterator in v)) return null;
+  let hint = typeof value === "function" ? "Did you forget to call it (`yield work()` rather than `yield work`)?" : "";
+  if (typeof v?.next === "function") hint = Symbol.asyncIterator in v ? "An async generator (`async function*`) is not a tinyio coroutine: drop the `async`, and wait for promises with `yield tinyio.fromPromise(...)`." : "It has next() but no throw(), so it is not a generator.";
+  return new TypeError(where === "" ? hint : `${where} needs a coroutine (a generator object), but got ${describe(value)}. ${hint || "Did you forget to call the generator function: main() rather than main?"}`);
+}
+
+// What a value is, in words, for error messages. Never throws, whatever
+// the value (a revoked proxy, a getter that throws, no prototype).
 function describe(value: unknown): string {
-  if (isPromise(value)) return "a Promise";
-  if (value instanceof Wait) return "an event wait (`event.wait()` or `sleep()`) that was yielded already";
-  if (isCoro(value)) return "a coroutine";
-  if (typeof value === "function") return `the function ${value.name || "(anonymous)"}`;
-  if (typeof value === "object" && value !== null) return `an object (${value.constructor?.name ?? "with no prototype"})`;
-  return value == null ? String(value) : `the ${typeof value} ${typeof value === "string" ? JSON.stringify(value) : String(value)}`;
+  try {
+    if (value instanceof Wait) return "an event wait (`event.wait()`, `sleep()` or `acquire()`)";
+    if (isPromise(value)) return "a Promise";
+    if (typeof (value as Coro)?.next === "function") return Symbol.asyncIterator in (value as object) ? "an async generator" : "a coroutine";
+    if (typeof value === "function") return `the function ${value.name.trim() || "(anonymous)"}`;
+    if (value instanceof Error) return `${value.name}: ${value.message}`;
+    if (typeof value === "object" && value !== null) return `an object (${Object.getPrototypeOf(value)?.constructor?.name ?? "with no prototype"})`;
+    return typeof value === "string" ? `the string ${JSON.stringify(value)}` : `the ${typeof value} ${String(value)}`.replace(/^the (undefined|object) /, "");
+  } catch (error) {
+    return `an object that cannot be inspected (${error instanceof Error ? error.message : "reading it threw"})`;
+  }
 }
 
-// (Duck typing, as elsewhere in JavaScript: a coroutine is anything with
-// `next` and `throw`, a promise anything with `then`.)
-const isCoro = (value: unknown): value is Coro => typeof (value as Coro)?.next === "function" && typeof (value as Coro).throw === "function";
 const isPromise = (value: unknown): value is PromiseLike<unknown> => typeof (value as PromiseLike<unknown>)?.then === "function";
 
 function checkMs(ms: unknown, where: string): void {
@@ -691,10 +877,15 @@ function checkMs(ms: unknown, where: string): void {
   if (!(ms >= 0)) throw new RangeError(`${where} takes a non-negative number of milliseconds, but got ${ms}.`);
 }
 
+function checkCount(n: unknown, where: string): number {
+  if (!Number.isInteger(n) || (n as number) < 1) throw new RangeError(`${where} needs a positive integer, but got ${describe(n)}.`);
+  return n as number;
+}
+
 // Time and synchronisation
 // ------------------------
 //
-// Everything here is built on `Event` and a background `Set`, a few lines
+// Everything here is built on waits and a background `Set`, a few lines
 // each, as the Python original builds them. None of it touches the loop's
 // insides, except `timeout`, which must throw into another coroutine.
 
@@ -711,12 +902,11 @@ function checkMs(ms: unknown, where: string): void {
  */
 export function sleep(ms: number): Coro<void> {
   checkMs(ms, "sleep(ms)");
-  return never.wait(ms);
+  return new Wait(never, ms) as unknown as Coro<void>;
 }
 
-// A sleep is a wait on an event that nobody can set, so that only its
-// deadline ends it. (One such event serves every sleep.)
-const never = new Event();
+// A sleep is a wait that nothing fires, so that only its deadline ends it.
+const never: Source = { add() {}, drop() {} };
 
 /**
  * Runs `coro` for at most `ms` milliseconds. On time, returns
@@ -733,32 +923,48 @@ const never = new Event();
  * ```
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
-  if (!isCoro(coro)) throw new TypeError(`timeout(coro, ms) needs a coroutine, but got ${describe(coro)}.`);
+  const problem = notACoro(coro, "timeout(coro, ms)");
+  if (problem !== null) throw problem;
   checkMs(ms, "timeout(coro, ms)");
-  return timeoutCoro(coro, ms);
+  return timeoutCoro(asCoro(coro), ms);
 }
 
-// A plain `yield coro` cannot be given a deadline, but an event wait can. So
-// a watcher in the background waits for `coro`, notes its result and sets
-// `done`; we wait on `done` with the deadline.
+// We wait for `coro` itself, so that the loop sees the edge (a cycle through
+// a timeout is found at once), while an alarm in the background interrupts
+// `coro` at the deadline, unless `finished` says we are done by then.
 function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
-  const done = new Event();
-  const outcome: { value?: T } = {};
-  yield new Set([watch(coro, done, outcome)]);
-  yield done.wait(ms);
-  // (`coro` may have finished right at the deadline, its watcher not yet
-  // run: then it is not running, and not ours to time out.)
-  const timedOut = !done.isSet() && current!.timeOut(coro, new TimeoutError(`The coroutine did not finish within ${ms} ms.`));
-  yield done.wait(); // until `coro` has finished, its cleanup included
-  return timedOut ? [undefined, false] : [outcome.value as T, true];
+  const finished = new Event();
+  yield new Set([alarm(coro, ms, finished)]);
+  try {
+    return [yield coro, true];
+  } catch (error) {
+    // Timed out: by our alarm, or by another timeout on the same coroutine.
+    if (isTimeoutOf(coro, error)) return [undefined, false];
+    // A TimeoutError that is not `coro`'s: we were interrupted ourselves (by
+    // an outer timeout). Pass it on to `coro`, so that nested timeouts each
+    // keep their bound, and let it finish before we go on.
+    if (error instanceof TimeoutError && current!.timeOut(coro, ms)) yield* settle(coro);
+    throw error;
+  } finally {
+    finished.set();
+  }
 }
 
-function* watch<T>(coro: Coro<T>, done: Event, outcome: { value?: T }): Coro<void> {
+function* alarm(coro: Coro, ms: number, finished: Event): Coro<void> {
+  yield finished.wait(ms);
+  if (!finished.isSet()) current!.timeOut(coro, ms);
+}
+
+// Waits for `coro` and calls `then` once it has finished. A timeout of
+// `coro` is its outcome, stored on its record for whoever yields it next,
+// not a failure of ours.
+function* settle(coro: Coro, then = () => {}): Coro<void> {
   try {
-    outcome.value = yield coro;
-  } finally {
-    done.set();
+    yield coro;
+  } catch (error) {
+    if (!isTimeoutOf(coro, error)) throw error;
   }
+  then();
 }
 
 /**
@@ -791,7 +997,21 @@ export interface Release {
  */
 export class Semaphore {
   #free: number;
-  #queue: Event[] = [];
+  #queue: Wait[] = [];
+  // The source of every acquire's wait. Invariant: permits are free only
+  // while nobody queues for one.
+  #source: Source = {
+    add: (wait) => {
+      if (this.#free === 0) return void this.#queue.push(wait);
+      this.#free--;
+      wait.fire(this.#permit());
+    },
+    // A wait not yet fired is in the queue; a fired one holds a permit.
+    drop: (wait) => {
+      if (wait.fired) this.#release();
+      else this.#queue.splice(this.#queue.indexOf(wait), 1);
+    },
+  };
 
   /** @param value how many may hold a permit at once: a positive integer. */
   constructor(value: number) {
@@ -799,27 +1019,16 @@ export class Semaphore {
   }
 
   /**
-   * A coroutine that waits for a permit and returns it as a {@link Release}.
-   * Where the caller can be timed out or cancelled while it waits, prefer
-   * `yield* sem.acquire()`: under a plain `yield`, a permit that arrives
-   * just as the caller is interrupted has nobody to receive it.
+   * A wait for a permit, which resumes with it as a {@link Release}. Both
+   * `yield sem.acquire()` and `yield* sem.acquire()` work, and are equally
+   * safe: a permit handed to a caller that is timed out or cancelled before
+   * it runs goes to the next in line.
    */
-  *acquire(): Coro<Release> {
-    // Invariant: permits are free only while nobody queues for one.
-    if (this.#free > 0) this.#free--;
-    else {
-      const handover = new Event();
-      this.#queue.push(handover);
-      try {
-        yield handover.wait();
-      } catch (error) {
-        // Cancelled or timed out in the queue: leave it, and if a permit was
-        // handed to us in the meantime, pass it on rather than lose it.
-        if (handover.isSet()) this.#release();
-        else this.#queue.splice(this.#queue.indexOf(handover), 1);
-        throw error;
-      }
-    }
+  acquire(): Coro<Release> {
+    return new Wait(this.#source, Infinity) as unknown as Coro<Release>;
+  }
+
+  #permit(): Release {
     let released = false;
     const release = () => {
       if (released) throw new Error("This semaphore permit was released already; release each permit once.");
@@ -832,7 +1041,7 @@ export class Semaphore {
   #release(): void {
     const next = this.#queue.shift();
     if (next === undefined) this.#free++;
-    else next.set();
+    else next.fire(this.#permit());
   }
 }
 
@@ -881,7 +1090,8 @@ export class Barrier {
 
 /**
  * Starts `coros` in the background, and returns one coroutine per input:
- * yielding the first gives the first result to arrive, and so on.
+ * yielding the first gives the first result to arrive, and so on (or the
+ * `TimeoutError` of an input that timed out).
  * @example
  * ```ts
  * import * as tinyio from "./tinyio.ts";
@@ -895,23 +1105,25 @@ export class Barrier {
  * ```
  */
 export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<Coro<T>>> {
-  if (!(coros instanceof Set || Array.isArray(coros)) || ![...coros].every(isCoro)) throw new TypeError(`asCompleted(coros) needs a Set or an array of coroutines, but got ${describe(coros)}.`);
-  return asCompletedCoro([...coros]);
+  if (!(coros instanceof Set || Array.isArray(coros))) throw new TypeError(`asCompleted(coros) needs a Set or an array of coroutines, but got ${describe(coros)}.`);
+  const list = [...coros];
+  for (const [i, coro] of list.entries()) {
+    const problem = notACoro(coro, `asCompleted(coros), item ${i}:`);
+    if (problem !== null) throw problem;
+  }
+  return asCompletedCoro(list.map(asCoro));
 }
 
-// The k-th result to arrive goes into `results[k]` and sets `arrived[k]`.
+// The k-th coroutine to finish goes into `order[k]` and sets `arrived[k]`;
+// the k-th coroutine we hand out waits for that, then yields it, and the
+// loop gives its stored outcome.
 function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
+  const order: Coro<T>[] = [];
   const arrived = coros.map(() => new Event());
-  const results: T[] = [];
-  yield new Set(
-    coros.map(function* (coro): Coro<void> {
-      results.push(yield coro);
-      arrived[results.length - 1].set();
-    }),
-  );
+  yield new Set(coros.map((coro) => settle(coro, () => arrived[order.push(coro) - 1]!.set())));
   return arrived.map(function* (event, k): Coro<T> {
     yield event.wait();
-    return results[k];
+    return yield order[k]!;
   });
 }
 
@@ -927,13 +1139,9 @@ function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
  * console.log(new tinyio.Loop().run(main())); // "1 is one"
  * ```
  */
-export function* all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly [K in keyof T]: T[K] extends Coro<infer R> ? R : never }> {
-  return yield coros;
-}
-
-function checkCount(n: unknown, where: string): number {
-  if (!Number.isInteger(n) || (n as number) < 1) throw new RangeError(`${where} needs a positive integer, but got ${describe(n)}.`);
-  return n as number;
+export function all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly [K in keyof T]: T[K] extends Coro<infer R> ? R : never }> {
+  if (!Array.isArray(coros)) throw new TypeError(`all(coros) needs an array of coroutines, but got ${describe(coros)}.`);
+  return (function* () { return yield coros; })();
 }
 
 // Threads
@@ -950,18 +1158,35 @@ function checkCount(n: unknown, where: string): number {
 // async, posts the answer on its port, and notifies the wake word so that a
 // loop asleep in `Atomics.wait` wakes up and reads the answer with
 // `receiveMessageOnPort` (the loop never needs Node's event loop to turn).
-// If the worker dies (`process.exit`, an uncaught error in a callback), its
-// `exit` handler still posts and notifies: a dead thread is never a hang.
-//
-// `__name` is passed in because tsx (esbuild's keepNames) inserts calls to
-// it into compiled functions that declare named functions or classes.
+// What the function prints goes straight to the process's stdout and
+// stderr, so it comes out at once and in order, even while the main thread
+// blocks. `__name`, `__using` and `__callDispose` are small versions of the
+// helpers that tsx (esbuild) inserts into compiled functions that name a
+// function or class, or use `using`.
 const WORKER_SOURCE = `(() => { // (a function scope, so that these names stay hidden from fn)
-const { workerData: { wake, port } } = require("node:worker_threads");
+const { workerData: { wake, port, picked } } = require("node:worker_threads");
+const { writeSync } = require("node:fs");
 globalThis.require ??= require; // (Bun scopes require to this script; fn may need it)
-const compiled = new Map();
+const nap = new Int32Array(new SharedArrayBuffer(4));
+for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]]) stream.write = (chunk, encoding, callback) => {
+  const bytes = typeof chunk === "string" ? Buffer.from(chunk, typeof encoding === "string" ? encoding : "utf8") : chunk;
+  for (let at = 0; at < bytes.length; ) try { at += writeSync(fd, bytes, at); } catch (e) { if (e.code !== "EAGAIN") throw e; Atomics.wait(nap, 0, 0, 1); }
+  (typeof encoding === "function" ? encoding : callback)?.();
+  return true;
+};
 const __name = (fn, name) => Object.defineProperty(fn, "name", { value: name, configurable: true });
+const __using = (stack, value, async) => (value != null && stack.push([async, (async && value[Symbol.asyncDispose]) || value[Symbol.dispose], value]), value);
+const __callDispose = (stack, error, hasError) => {
+  const fail = (e) => { error = hasError ? Object.assign(new Error("An error was suppressed during disposal."), { name: "SuppressedError", error: e, suppressed: error }) : e; hasError = true; };
+  const next = () => {
+    for (let entry; (entry = stack.pop()); ) try { const result = entry[1]?.call(entry[2]); if (entry[0]) return Promise.resolve(result).then(next, (e) => (fail(e), next())); } catch (e) { fail(e); }
+    if (hasError) throw error;
+  };
+  return next();
+};
 class CancelledError extends Error { name = "CancelledError"; }
-let controller, fatal;
+const compiled = new Map();
+let controller, running = false, fatal;
 const describe = (e) => e instanceof Error ? { name: e.name, message: e.message, stack: e.stack } : { name: "Error", message: "The thread threw a non-error: " + String(e), stack: "" };
 function answer(message) {
   try { port.postMessage(message); }
@@ -969,23 +1194,41 @@ function answer(message) {
   Atomics.add(wake, 0, 1);
   Atomics.notify(wake, 0);
 }
-port.on("message", async ({ source, args, abort }) => {
+port.on("message", async ({ source, args, seq, abort }) => {
   if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
+  Atomics.store(picked, 0, seq); // (so that the loop knows this call reached a live worker)
+  running = true;
   controller = new AbortController();
   const signal = controller.signal;
   try {
     let fn = compiled.get(source);
-    try { fn ??= new Function("__name", "return (" + source + "\\n);")(__name); }
+    try { fn ??= new Function("__name", "__using", "__callDispose", "return (" + source + "\\n);")(__name, __using, __callDispose); }
     catch (e) { throw new TypeError("runInThread cannot compile fn from its source text (" + e.message + "): pass a function or an arrow function; a method written in shorthand cannot travel."); }
     compiled.set(source, fn);
     answer({ value: await fn.apply({ signal }, args) });
   } catch (e) {
-    answer(signal.aborted && e === signal.reason ? { cancelled: true } : { error: describe(e) });
+    // Settled by honouring the signal (its reason, or the AbortError that Node's own APIs give): a clean stop.
+    answer(signal.aborted && (e === signal.reason || e?.name === "AbortError") ? { cancelled: true } : { error: describe(e) });
   }
+  running = false;
 });
-process.on("uncaughtException", (e) => { fatal = e; process.exit(1); });
-process.on("exit", (code) => answer({ exit: code, error: fatal && describe(fatal) }));
+process.on("uncaughtException", (e) => {
+  fatal = e;
+  if (!running) writeSync(2, "tinyio: a worker thread died of an error thrown outside any call; it will not be reused.\\n" + (e?.stack ?? String(e)) + "\\n");
+  process.exit(1);
+});
+process.on("exit", (code) => running && answer({ exit: code, error: fatal && describe(fatal) }));
 })();`;
+
+// How does the loop learn that a worker died, when it died of something
+// that runs no code of its own (out of memory, say), and the main thread is
+// blocked in `Atomics.wait`, deaf to Node's `exit` event? Every worker holds
+// one end of a "lifeline" channel; the other end is held by a supervisor, a
+// tiny thread whose event loop is always free. When a worker dies, for any
+// reason, its end closes, and the supervisor reports the worker's id and
+// notifies the wake word. (Calls still go straight to each worker.)
+const SUPERVISOR_SOURCE = `const { workerData: { wake, deaths }, parentPort } = require("node:worker_threads");
+parentPort.on("message", ({ id, lifeline }) => lifeline.on("close", () => { deaths.postMessage(id); Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }));`;
 
 /**
  * How long a thread has, once cancelled, to settle before its worker is
@@ -1001,30 +1244,69 @@ export type ThreadContext = {
 };
 
 // The main side of one worker, and of the call it runs. A worker is `busy`
-// from when a call is posted to it until its answer has been read.
-type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number };
-type Call = { done: Event; answer?: Answer; cancelled?: boolean };
-type Thread = { worker: Worker; port: MessagePort; call?: Call; idleSince?: number };
+// from when a call is posted to it until its answer has been read; `picked`
+// is a shared word where the worker writes the number of the call it took.
+type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number; died?: true; retry?: true };
+type Call = { done: Event; seq: number; answer?: Answer };
+type Thread = { id: number; worker: Worker; port: MessagePort; picked: Int32Array; call?: Call; dead: boolean; idleSince: number };
+const threads = new Map<number, Thread>(); // every worker not yet reported dead
 const busy = new Set<Thread>();
+let supervisor: { worker: Worker; deaths: MessagePort } | undefined;
+let lastId = 0;
+let lastSeq = 0;
 
-// The loop calls this whenever the wake word has moved: read the answers.
+function spawn(): Thread {
+  if (supervisor === undefined) {
+    const { port1, port2 } = new MessageChannel();
+    const worker = new Worker(SUPERVISOR_SOURCE, { eval: true, execArgv: [], workerData: { wake, deaths: port2 }, transferList: [port2] });
+    worker.unref();
+    supervisor = { worker, deaths: port1 };
+  }
+  const { port1, port2 } = new MessageChannel();
+  const lifeline = new MessageChannel();
+  const picked = new Int32Array(new SharedArrayBuffer(4));
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
+  worker.on("error", () => {}); // (its death reaches us through the lifeline)
+  worker.unref();
+  const thread: Thread = { id: ++lastId, worker, port: port1, picked, dead: false, idleSince: 0 };
+  supervisor.worker.postMessage({ id: thread.id, lifeline: lifeline.port1 }, [lifeline.port1]);
+  threads.set(thread.id, thread);
+  return thread;
+}
+
+// The loop calls this whenever the wake word has moved while calls are out:
+// read the answers, then the deaths. A worker that died with a call still
+// out either answered first, or had taken the call (which then ends with
+// an error), or never got it: then the call is posted again, elsewhere.
 function pollThreads(): void {
   for (const thread of busy) {
     const received = receiveMessageOnPort(thread.port);
-    if (received === undefined) continue;
-    busy.delete(thread);
-    thread.call!.answer = received.message as Answer;
-    thread.call!.done.set();
+    if (received !== undefined) answered(thread, received.message as Answer);
   }
+  for (let death; (death = receiveMessageOnPort(supervisor!.deaths)) !== undefined; ) {
+    const thread = threads.get(death.message as number)!;
+    threads.delete(thread.id);
+    thread.dead = true;
+    if (!busy.has(thread)) continue;
+    const last = receiveMessageOnPort(thread.port);
+    answered(thread, (last?.message as Answer) ?? (Atomics.load(thread.picked, 0) === thread.call!.seq ? { died: true } : { retry: true }));
+  }
+}
+
+function answered(thread: Thread, answer: Answer): void {
+  busy.delete(thread);
+  thread.call!.answer = answer;
+  thread.call!.done.set();
 }
 
 // A call's result, or the thread's error rebuilt here, with its name,
 // message and the thread's own stack.
-function resultOf({ value, error, exit }: Answer): unknown {
-  if (error === undefined && exit === undefined) return value;
-  const { name, message, stack } = error ?? { name: "Error", message: `The thread exited with code ${exit} before the function returned.`, stack: "" };
+function resultOf({ value, error, exit, died }: Answer): unknown {
+  if (error === undefined && exit === undefined && !died) return value;
+  const message = died ? "The thread died before it answered: it ran out of memory, or was terminated." : `The thread exited with code ${exit} before the function returned.`;
+  const { name, message: text, stack } = error ?? { name: "Error", message, stack: "" };
   const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
-  throw Object.assign(new Error(message + hint), { name, stack: stack ? stack.replace(message, message + hint) : `${name}: ${message}` });
+  throw Object.assign(new Error(text + hint), { name, stack: stack ? stack.replace(text, text + hint) : `${name}: ${text}` });
 }
 
 /**
@@ -1041,7 +1323,7 @@ function resultOf({ value, error, exit }: Answer): unknown {
  */
 export class ThreadPool {
   // The bound is a semaphore: it already serves waiters in order, and
-  // forgets a waiter that is cancelled in the queue.
+  // gives back a slot whose waiter was cancelled.
   #slots: Semaphore;
   #idle: Thread[] = [];
 
@@ -1054,41 +1336,20 @@ export class ThreadPool {
   *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
     const source = sourceOf(fn);
     const permit: Release = yield* this.#slots.acquire();
-    // Workers idle for over IDLE_MS are retired as calls come; the one idle
-    // for the shortest time is reused.
-    while (this.#idle.length > 0 && performance.now() - this.#idle[0].idleSince! > IDLE_MS) void this.#idle.shift()!.worker.terminate();
-    const thread = this.#idle.pop() ?? spawn();
-    const call: Call = { done: new Event() };
+    let thread: Thread | undefined;
+    let answer: Answer | undefined;
     try {
-      thread.port.postMessage({ source, args }); // may throw: an argument that cannot be cloned
-      thread.call = call;
-      thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
-      busy.add(thread);
-      yield call.done.wait();
-      return resultOf(call.answer!) as Awaited<R>;
-    } catch (reason) {
-      // (`thread.call` is set only once the post went through.)
-      if (thread.call !== call) throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${(reason as Error).message})`);
-      // Cancelled (or timed out) at our `yield` while the thread works: ask
-      // it to stop, and give it the grace period to answer. Only then does
-      // the error go on (and `finally` terminates a worker that did not
-      // answer), so whoever waits on this call knows the thread has
-      // stopped. The grace wait is shielded: a cancelled coroutine may yield it.
-      if (busy.has(thread)) {
-        call.cancelled = true;
-        thread.port.postMessage({ abort: true });
-        yield shielded(call.done.wait(CANCEL_GRACE_MS));
-        const answer = call.answer as Answer | undefined; // (set meanwhile by `pollThreads`)
-        if (answer?.error) resultOf(answer); // the thread's own error, from its cleanup
-      }
-      throw reason;
+      do {
+        thread = this.#take();
+        answer = yield* callOn(thread, source, args);
+      } while (answer.retry);
+      return resultOf(answer) as Awaited<R>;
     } finally {
       // A worker is kept for the next call only if it answered normally.
-      busy.delete(thread);
-      thread.worker.unref();
-      thread.idleSince = performance.now();
-      if (call.answer !== undefined && !call.cancelled && call.answer.exit === undefined) this.#idle.push(thread);
-      else void thread.worker.terminate();
+      if (thread !== undefined && !thread.dead && answer !== undefined && "value" in answer) {
+        thread.idleSince = performance.now();
+        this.#idle.push(thread);
+      } else if (thread !== undefined) retire(thread);
       permit.release();
     }
   }
@@ -1097,13 +1358,56 @@ export class ThreadPool {
   *map<T, R>(fn: (this: ThreadContext, x: T) => R, xs: Iterable<T>): Coro<Awaited<R>[]> {
     return yield [...xs].map((x) => this.runInThread(fn, x));
   }
+
+  // Workers idle for over IDLE_MS are retired as calls come, dead ones are
+  // dropped, and the one idle for the shortest time is reused.
+  #take(): Thread {
+    while (this.#idle.length > 0 && performance.now() - this.#idle[0]!.idleSince > IDLE_MS) retire(this.#idle.shift()!);
+    for (let thread; (thread = this.#idle.pop()) !== undefined; ) if (!thread.dead) return thread;
+    return spawn();
+  }
 }
 
-function spawn(): Thread {
-  const { port1, port2 } = new MessageChannel();
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2 }, transferList: [port2] });
-  worker.on("error", () => {}); // a dying worker reaches us through its port instead
-  return { worker, port: port1 };
+function retire(thread: Thread): void {
+  thread.dead = true;
+  void thread.worker.terminate();
+}
+
+// One call on one worker: post it, and wait for the answer.
+function* callOn(thread: Thread, source: string, args: unknown[]): Coro<Answer> {
+  const call: Call = { done: new Event(), seq: ++lastSeq };
+  try {
+    thread.port.postMessage({ source, args, seq: call.seq });
+  } catch (error) {
+    throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${describe(error)}).`);
+  }
+  thread.call = call;
+  busy.add(thread);
+  thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
+  try {
+    yield call.done.wait();
+    return call.answer!;
+  } catch (reason) {
+    // Cancelled (or timed out) at our `yield` while the thread works: ask
+    // it to stop, and give it the grace period to settle; failing that,
+    // terminate its worker and wait for the supervisor to report it dead.
+    // Only then does the error go on, so whoever waits on this call knows
+    // the thread has stopped. These waits are shielded: a cancelled
+    // coroutine may yield them, and a crash or timeout does not cut them short.
+    if (busy.has(thread)) {
+      thread.port.postMessage({ abort: true });
+      yield shielded(call.done.wait(CANCEL_GRACE_MS));
+      if (call.answer === undefined) {
+        retire(thread);
+        yield shielded(call.done.wait(CANCEL_GRACE_MS));
+      }
+      if (call.answer?.error !== undefined) resultOf(call.answer); // the thread's own error, from its cleanup
+    }
+    throw reason;
+  } finally {
+    busy.delete(thread);
+    thread.worker.unref();
+  }
 }
 
 let defaultPool: ThreadPool | undefined;
@@ -1116,7 +1420,8 @@ let defaultPool: ThreadPool | undefined;
  * travel by structured clone. Inside, `this.signal` aborts when the call is
  * cancelled; code still running after {@link CANCEL_GRACE_MS} is stopped by
  * terminating its worker. Calls share one pool of at most
- * `min(32, availableParallelism() + 4)` workers.
+ * `min(32, availableParallelism() + 4)` workers. A worker that dies ends
+ * its call with an error, and is never handed another.
  * @example
  * ```ts
  * import * as tinyio from "./tinyio.ts";
@@ -1165,10 +1470,10 @@ function sourceOf(fn: unknown): string {
  * console.log(await tinyio.toPromise(main())); // "done"
  * ```
  */
-export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal?: AbortSignal } = {}): Promise<R> {
-  const { signal } = options;
+export async function toPromise<R>(coro: Coro<R>, options?: (RunOptions & { signal?: AbortSignal }) | null): Promise<R> {
+  const signal = options?.signal;
   const loop = new Loop();
-  const runtime = loop.start(coro, options, false);
+  const runtime = loop.start(coro, options, false, "toPromise");
   const wakeUp = () => notify(); // our own listener: two runs may share a signal
   signal?.addEventListener("abort", wakeUp);
   try {
@@ -1185,13 +1490,15 @@ export async function toPromise<R>(coro: Coro<R>, options: RunOptions & { signal
 
 // Sleep without blocking: until the wake word moves, or `ms` pass. A pending
 // `waitAsync` does not keep Node alive, so the Node timer does that while a
-// deadline is pending; busy workers keep it alive while threads work.
+// deadline is pending; busy workers keep it alive while threads work. A
+// Node timer waits at most about 24.8 days (2^31 - 1 ms): a longer deadline
+// takes several timers, one after another.
 async function idle(seen: number, ms: number): Promise<void> {
   if (ms === 0) return new Promise((resolve) => setImmediate(resolve));
   const woken = Atomics.waitAsync(wake, 0, seen, ms);
   if (!woken.async) return;
   let timer: NodeJS.Timeout | undefined;
-  if (ms !== Infinity) await Promise.race([woken.value, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  if (ms !== Infinity) await Promise.race([woken.value, new Promise((resolve) => (timer = setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))))]);
   else await woken.value;
   clearTimeout(timer);
 }
@@ -1249,8 +1556,8 @@ export function fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) 
  * Runs `coro` (and everything it yields) on a nested loop without blocking
  * the other coroutines. Returns `[value, true]`, or `[error, false]` if it
  * failed (its nested loop then cancelled only its own coroutines). A
- * cancellation of the outer loop is not caught: it cancels the nested loop
- * too and propagates.
+ * cancellation of the outer loop, or a timeout of the `isolate`, is not
+ * caught: it cancels the nested loop, and is raised once that has finished.
  * @example
  * ```ts
  * import * as tinyio from "./tinyio.ts";
@@ -1259,44 +1566,55 @@ export function fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) 
  * console.log(new tinyio.Loop().run(main())); // ["Error: oops", false]
  * ```
  */
-export function* isolate<R>(coro: Coro<R>, options?: RunOptions): Coro<[R, true] | [unknown, false]> {
+export function isolate<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, true] | [unknown, false]> {
+  const problem = notACoro(coro, "isolate(coro)");
+  if (problem !== null) throw problem;
+  return isolateCoro(coro, options);
+}
+
+function* isolateCoro<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, true] | [unknown, false]> {
   const inner = new Loop();
-  const runtime = inner.start(coro, options, current?.blocking !== false);
-  // `outerError`: what the outer loop threw in at our `yield` (its
-  // cancellation, say), which we pass on to the nested loop, wait for it
-  // to finish cancelling, and then raise.
-  let outerError: unknown = NONE;
-  let passOn: unknown = NONE;
-  for (;;) {
-    let step: IteratorResult<number, R>;
-    try {
-      step = passOn === NONE ? runtime.next() : runtime.throw(passOn);
-    } catch (error) {
-      if (outerError !== NONE) throw outerError;
-      return [error, false]; // the nested loop crashed, and only it
+  const runtime = inner.start(coro, options, current?.blocking !== false, "isolate");
+  // What the outer loop threw in at our `yield` (its cancellation, a
+  // timeout). We throw it into the nested loop once (`passOn`), wait,
+  // shielded, until that loop has finished cancelling, and then raise it.
+  // Anything thrown in after that changes nothing: we are stopping already.
+  let interruption: unknown = NONE;
+  let passOn = false;
+  try {
+    for (;;) {
+      let step: IteratorResult<number, R>;
+      try {
+        step = passOn ? runtime.throw(interruption) : runtime.next();
+      } catch (error) {
+        if (interruption !== NONE) throw interruption;
+        return [error, false]; // the nested loop crashed, and only it
+      }
+      passOn = false;
+      if (step.done && interruption !== NONE) throw interruption;
+      if (step.done) return [step.value, true];
+      inner.parked = new Event();
+      const wait = inner.parked.wait(step.value);
+      try {
+        yield interruption === NONE ? wait : shielded(wait);
+      } catch (error) {
+        if (interruption === NONE) {
+          interruption = error;
+          passOn = true;
+        }
+      }
+      inner.parked = null;
     }
-    if (step.done) {
-      if (outerError !== NONE) throw outerError;
-      return [step.value, true];
-    }
-    passOn = NONE;
-    inner.parked = new Event();
-    const wait = inner.parked.wait(step.value);
-    try {
-      // (Once cancelled, we wait for the nested loop to finish cancelling.)
-      yield outerError === NONE ? wait : shielded(wait);
-    } catch (error) {
-      if (outerError !== NONE) throw error;
-      outerError = passOn = error;
-    }
-    inner.parked = null;
+  } finally {
+    runtime.return(undefined); // (closed early ourselves: close the nested loop's coroutines too)
   }
 }
 
 /**
  * Schedules `coro` on this loop and returns a fresh coroutine that resolves
- * to the same result: the way to hand one coroutine's result into an
- * {@link isolate}d loop, whose nested loop does not know the outer's results.
+ * to the same result (or raises the same `TimeoutError`): the way to hand a
+ * coroutine that is still running here into an {@link isolate}d loop, which
+ * may not yield it directly while this loop runs it.
  * @example
  * ```ts
  * import * as tinyio from "./tinyio.ts";
@@ -1310,20 +1628,25 @@ export function* isolate<R>(coro: Coro<R>, options?: RunOptions): Coro<[R, true]
  * console.log(new tinyio.Loop().run(main())); // [42, true]
  * ```
  */
-export function* copy<T>(coro: Coro<T>): Coro<Coro<T>> {
+export function copy<T>(coro: Coro<T>): Coro<Coro<T>> {
+  const problem = notACoro(coro, "copy(coro)");
+  if (problem !== null) throw problem;
+  return copyCoro(asCoro(coro));
+}
+
+function* copyCoro<T>(coro: Coro<T>): Coro<Coro<T>> {
   const done = new Event();
-  const outcome: { value?: T } = {};
-  yield new Set([watch(coro, done, outcome)]); // as in `timeout`
+  yield new Set([settle(coro, () => done.set())]);
   return (function* replay(): Coro<T> {
     yield done.wait();
-    return outcome.value as T;
+    return yield coro; // (finished by now: the loop gives its stored outcome)
   })();
 }
 
 // You made it
 // -----------
 //
-// That is the whole loop: one counter, one wake word, one stepping core and
-// its three drivers. To see it at work, read examples/ in order, starting
-// with examples/01-hello.ts; tinyio.test.ts has a spec for every behaviour
-// promised here.
+// That is the whole loop: one record per coroutine, one counter, one wake
+// word, one stepping core and its three drivers. To see it at work, read
+// examples/ in order, starting with examples/01-hello.ts; tinyio.test.ts has
+// a spec for every behaviour promised here.
