@@ -133,7 +133,7 @@ function elapsedMs(fn: () => void): number {
 // `process.emitWarning` are intercepted (so the suite's output stays clean),
 // and a `warning` listener catches an implementation that bound the function
 // early; the listener needs a tick, hence the await.
-async function collectWarnings(fn: () => void): Promise<string[]> {
+async function collectWarnings(fn: () => unknown): Promise<string[]> {
   const warnings: string[] = [];
   const original = process.emitWarning;
   const onWarning = (warning: Error) => warnings.push(warning.message);
@@ -142,7 +142,7 @@ async function collectWarnings(fn: () => void): Promise<string[]> {
   }) as typeof process.emitWarning;
   process.on("warning", onWarning);
   try {
-    fn();
+    await fn(); // (may be async: then its warnings are collected until it settles)
     await new Promise((resolve) => setImmediate(resolve));
   } finally {
     process.emitWarning = original;
@@ -257,16 +257,17 @@ const scratch = join(here, "node_modules", ".cache", "bridge-test");
 
 // Runs `source` as a TypeScript .mts file (an ES module wherever it lies, so
 // top-level await works), written under node_modules/.cache/bridge-test/, in a
-// child `node --import tsx`; `TINYIO` in it is replaced by the absolute path of
-// tinyio.ts. Reports how and when it exited, with the signal that ended it; a
-// child still alive after 15 s is killed (and reported as such).
-function runTsScriptInRepoCache(source: string): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; ms: number }> {
+// child `node --import tsx` (given `nodeArgs` too, such as `--expose-gc`);
+// `TINYIO` in it is replaced by the absolute path of tinyio.ts. Reports how
+// and when it exited, with the signal that ended it; a child still alive
+// after 15 s is killed (and reported as such).
+function runTsScriptInRepoCache(source: string, nodeArgs: string[] = []): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; ms: number }> {
   mkdirSync(scratch, { recursive: true });
   const script = join(scratch, `script-${process.pid}-${Math.random().toString(36).slice(2)}.mts`);
   writeFileSync(script, source.replaceAll("TINYIO", tinyioPath));
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: here });
+    const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", script], { cwd: here });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -279,6 +280,19 @@ function runTsScriptInRepoCache(source: string): Promise<{ code: number | null; 
       resolve({ code, signal, stdout, stderr, ms: performance.now() - start });
     });
   });
+}
+
+// The lines a TypeScript script printed (runTsScriptInRepoCache), once it has
+// exited by itself with code 0 within `ms`: for programs that hang, spin or
+// leave a worker alive when the behaviour is wrong. `what` names the script
+// in failures.
+async function linesOfScript(what: string, source: string, { nodeArgs = [] as string[], ms = 6000 } = {}): Promise<string[]> {
+  const { code, signal, stdout, stderr, ms: took } = await runTsScriptInRepoCache(source, nodeArgs);
+  const output = `stdout: ${stdout.slice(-1000)}\nstderr: ${stderr.slice(-1000)}`;
+  assert.equal(signal, null, `${what}: ended by ${signal} after ${took.toFixed(0)} ms (SIGKILL: a hang, or a worker left alive)\n${output}`);
+  assert.equal(code, 0, `${what}: exit code ${code}\n${output}`);
+  assert.ok(took < ms, `${what}: took ${took.toFixed(0)} ms to exit\n${output}`);
+  return stdout.trim().split("\n");
 }
 
 // Coroutines and what they may yield
@@ -809,6 +823,245 @@ describe("Coroutines and what they may yield", () => {
     }
     run(g());
     assert.deepEqual(log, [1, 1, 2, 2]);
+  });
+
+  it("raises a TypeError that says to drop the `async` when run, toPromise or a yield is given an async generator", async () => {
+    // (An async generator has `next` and `throw` too; taken for a coroutine,
+    // it spins forever, so each way runs in a child.)
+    const ways: [string, string][] = [
+      ["run", `try { new tinyio.Loop().run(agen() as any); console.log("no error"); } catch (e) { console.log(String(e)); }`],
+      ["a yield", `console.log(new tinyio.Loop().run((function* () { try { yield agen() as any; return "no error"; } catch (e) { return String(e); } })()));`],
+      ["toPromise", `console.log(await tinyio.toPromise(agen() as any).then(() => "no error", (e) => String(e)));`],
+    ];
+    const outputs = await Promise.all(
+      ways.map(([way, body]) =>
+        linesOfScript(
+          way,
+          `
+          import * as tinyio from "TINYIO";
+          async function* agen() { return 1; }
+          ${body}
+        `,
+        ),
+      ),
+    );
+    for (const [i, [way]] of ways.entries()) assert.match(outputs[i]!.join("\n"), /^TypeError: .*\basync\b/s, way);
+  });
+
+  it("never trusts what user code hands it: a bad next(), a throwing getter, a revoked or throwing proxy, a sparse array are that coroutine's error, and the loop runs again", async () => {
+    // Each case is gathered with a sibling that waits on a thread call; the
+    // loop must cancel the sibling (its finally runs, its thread is stopped),
+    // throw an error naming the cause, and run again. A case that breaks the
+    // loop's insides hangs its next run, so each runs in a child.
+    const cases: { what: string; child: string; cause: RegExp; caught?: RegExp }[] = [
+      { what: "a next() that returns undefined", child: `{ next() {}, throw(e: unknown) { throw e; } }`, cause: /next/ },
+      { what: "a getter on next()'s result that throws", child: `{ next() { return { get done(): boolean { throw new Error("getter says no"); }, value: 1 }; }, throw(e: unknown) { throw e; } }`, cause: /getter says no/ },
+      { what: "a yielded revoked proxy", child: `yields((() => { const { proxy, revoke } = Proxy.revocable(g(), {}); revoke(); return proxy; })())`, cause: /revoked/ },
+      { what: "a yielded proxy whose get trap throws", child: `yields(new Proxy(g(), { get() { throw new Error("trap says no"); } }))`, cause: /trap says no/ },
+      // An array holding a non-coroutine gets the TypeError at that yield.
+      { what: "a yielded sparse array", child: `yields([g(), , g()])`, cause: /TypeError/, caught: /^caught TypeError: .*(item 1|hole|empty|sparse)/is },
+    ];
+    const logs = await Promise.all(
+      cases.map(({ what, child }) =>
+        linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          const log: string[] = [];
+          const text = (e: unknown) => (e instanceof Error ? e.name + ": " + e.message : String(e));
+          function* g(): tinyio.Coro<number> { yield; return 1; }
+          function* sibling(): tinyio.Coro<void> {
+            try { yield tinyio.runInThread(() => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100); }); }
+            finally { log.push("sibling finally"); }
+          }
+          function* yields(value: unknown): tinyio.Coro<void> {
+            try { yield value as tinyio.Yieldable; log.push("resumed"); }
+            catch (e) { log.push("caught " + text(e)); throw e; }
+          }
+          const loop = new tinyio.Loop();
+          try { loop.run(tinyio.all([sibling(), ${child} as any])); log.push("returned"); }
+          catch (e) { log.push("threw " + text(e)); }
+          log.push("again " + loop.run(tinyio.runInThread((x: number) => x + 1, 1)));
+          console.log(JSON.stringify(log));
+        `,
+        ),
+      ),
+    );
+    for (const [i, { what, cause, caught }] of cases.entries()) {
+      const log: string[] = JSON.parse(logs[i]!.at(-1)!);
+      assert.ok(log.includes("sibling finally"), `${what}: the sibling was not cancelled: ${logs[i]}`);
+      const thrown = log.find((line) => line.startsWith("threw "));
+      assert.ok(thrown !== undefined, `${what}: run did not throw: ${logs[i]}`);
+      assert.match(thrown, cause, what);
+      assert.doesNotMatch(thrown, /Cannot read properties/, what);
+      if (caught) assert.ok(log.some((line) => caught.test(line)), `${what}: not caught at the yield: ${logs[i]}`);
+      assert.equal(log.at(-1), "again 2", what);
+    }
+  });
+
+  it("holds nothing of a coroutine whose timed wait fired early: timeouts, early-set waits and isolate wake-ups do not grow the heap", async () => {
+    // The upstream test_gc_after_event, at scale: each wait below fires long
+    // before its deadline; whatever sits in the timer heap until then must
+    // not keep the coroutine (and its result) alive. Heap in MB, after gc.
+    const [line] = await linesOfScript(
+      "heap growth",
+      `
+      import * as tinyio from "TINYIO";
+      const gc = (globalThis as any).gc as () => void;
+      const heapMb = () => { gc(); gc(); return process.memoryUsage().heapUsed / 2 ** 20; };
+      const megabyte = () => new Array(131_072).fill(0.5); // 1 MB of doubles
+      function* handler(): tinyio.Coro<number[]> { yield; return megabyte(); }
+      function* timeouts(): tinyio.Coro<number> {
+        const before = heapMb();
+        for (let i = 0; i < 300; i++) yield tinyio.timeout(handler(), 600_000);
+        return heapMb() - before;
+      }
+      function* setSoon(event: tinyio.Event): tinyio.Coro<void> { yield; event.set(); }
+      function* waiter(): tinyio.Coro<number[]> {
+        const event = new tinyio.Event();
+        yield [event.wait(3_600_000), setSoon(event)];
+        return megabyte();
+      }
+      function* waits(): tinyio.Coro<number> {
+        const before = heapMb();
+        for (let i = 0; i < 300; i++) yield waiter();
+        return heapMb() - before;
+      }
+      // 100,000 wake-ups of an isolate whose nested loop has a far deadline.
+      function* wakeUps(): tinyio.Coro<number> {
+        const before = heapMb();
+        const events = Array.from({ length: 100_000 }, () => new tinyio.Event());
+        function* inner(): tinyio.Coro<void> {
+          const stop = new tinyio.Event();
+          yield new Set([stop.wait(600_000)]);
+          for (const event of events) yield event.wait();
+          stop.set();
+        }
+        function* setter(): tinyio.Coro<void> { for (const event of events) { yield; event.set(); yield; } }
+        yield [tinyio.isolate(inner()), setter()];
+        events.length = 0;
+        return heapMb() - before;
+      }
+      const loop = new tinyio.Loop();
+      console.log(JSON.stringify({ timeouts: loop.run(timeouts()), waits: loop.run(waits()), wakeUps: loop.run(wakeUps()) }));
+    `,
+      { nodeArgs: ["--expose-gc"], ms: 12_000 },
+    );
+    const growth: { timeouts: number; waits: number; wakeUps: number } = JSON.parse(line!);
+    assert.ok(growth.timeouts < 30, `300 timeouts of a 1 MB result grew the heap by ${growth.timeouts.toFixed(1)} MB`);
+    assert.ok(growth.waits < 30, `300 early-set waits, each before a 1 MB result, grew the heap by ${growth.waits.toFixed(1)} MB`);
+    assert.ok(growth.wakeUps < 15, `100,000 isolate wake-ups grew the heap by ${growth.wakeUps.toFixed(1)} MB`);
+  });
+
+  it("schedules a wait once however many times one gather yields it, and resumes with undefined for each", async () => {
+    // (A sleep is a coroutine: the diamond rule holds for it too. Memory is
+    // capped, since a loop that spins here also eats memory.)
+    const [line] = await linesOfScript(
+      "[w, w]",
+      `
+      import * as tinyio from "TINYIO";
+      function* main(): tinyio.Coro<unknown> {
+        const w = tinyio.sleep(20);
+        return yield [w, w];
+      }
+      const start = performance.now();
+      const out = new tinyio.Loop().run(main());
+      console.log(JSON.stringify({ out, ms: performance.now() - start }));
+    `,
+      { nodeArgs: ["--max-old-space-size=200"] },
+    );
+    const { out, ms } = JSON.parse(line!);
+    assert.deepEqual(out, [null, null]); // (JSON of [undefined, undefined])
+    assert.ok(ms >= 15 && ms < 1000, `took ${ms} ms`);
+  });
+
+  it("finds a cycle through `timeout` at once, not when the timeout expires", () => {
+    let self: Coro | undefined;
+    function* waitsOnItself(): Coro<unknown> {
+      return yield tinyio.timeout(self!, 10_000);
+    }
+    self = waitsOnItself();
+    let error: unknown;
+    const ms = elapsedMs(() => (error = thrownBy(() => run(self!))));
+    assert.match(String((originalOf(error) as Error)?.message), /Cycle detected/);
+    assert.ok(ms < 1000, `found after ${ms.toFixed(0)} ms`);
+  });
+
+  it("costs O(N) cycle checks in all when N coroutines yield one running coroutine that gathers N jobs", async () => {
+    // 10,000 of each: linear, this takes a fraction of a second; quadratic,
+    // minutes. (In a child, so that a quadratic check fails rather than stalls.)
+    const [line] = await linesOfScript(
+      "10,000 waiters",
+      `
+      import * as tinyio from "TINYIO";
+      const n = 10_000;
+      function* job(): tinyio.Coro<void> { yield tinyio.sleep(20); }
+      function* hub(): tinyio.Coro<number> { yield Array.from({ length: n }, job); return 1; }
+      const shared = hub();
+      function* waiter(): tinyio.Coro<number> { return yield shared; }
+      const start = performance.now();
+      const out = new tinyio.Loop().run((function* (): tinyio.Coro<number[]> { return yield [shared, ...Array.from({ length: n }, waiter)]; })());
+      console.log(JSON.stringify({ sum: out.reduce((a, b) => a + b, 0), ms: performance.now() - start }));
+    `,
+      { ms: 10_000 },
+    );
+    const { sum, ms } = JSON.parse(line!);
+    assert.equal(sum, 10_001);
+    assert.ok(ms < 3000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it("raises an Error saying another loop runs it when a second toPromise is given a coroutine that a first is running", async () => {
+    const shared = returnAfter(30, "shared");
+    const first = toPromiseWithin(shared);
+    const second = rejectionOf(toPromiseWithin(shared));
+    const [value, error] = await Promise.all([first, second]);
+    assert.equal(value, "shared");
+    assert.ok(error instanceof Error, `expected an Error, got ${String(error)}`);
+    assert.match(error.message, /(another|other|different) (tinyio )?loop/i);
+  });
+
+  it("raises an Error saying another loop runs it when a coroutine that a loop is running is yielded in another loop", () => {
+    const anotherLoop = /(another|other|different) (tinyio )?loop/i;
+    function* gather(...coros: Coro[]): Coro<any[]> {
+      return yield coros;
+    }
+    function* tryYield(coro: Coro): Coro<unknown> {
+      try {
+        return yield coro;
+      } catch (error) {
+        return error;
+      }
+    }
+    // In a fresh loop run inside a coroutine of the loop that runs `shared`.
+    const shared = returnAfter(30, "shared");
+    function* viaNestedLoop(): Coro<unknown> {
+      yield; // (so that `shared` has started on the outer loop)
+      return new tinyio.Loop().run(tryYield(shared));
+    }
+    const [value, nested] = run(gather(shared, viaNestedLoop()));
+    assert.equal(value, "shared");
+    assert.ok(nested instanceof Error, `nested loop: expected an Error, got ${String(nested)}`);
+    assert.match(nested.message, anotherLoop);
+    // In an isolate: the error is the isolated coroutine's, so isolate returns it.
+    const shared2 = returnAfter(30, "shared");
+    function* viaIsolate(): Coro<unknown> {
+      yield;
+      return yield tinyio.isolate(tryYield(shared2));
+    }
+    const [value2, [isolated]] = run(gather(shared2, viaIsolate()));
+    assert.equal(value2, "shared");
+    assert.ok(isolated instanceof Error, `isolate: expected an Error, got ${String(isolated)}`);
+    assert.match(isolated.message, anotherLoop);
+    // A coroutine that runs a nested loop which yields the coroutine itself.
+    let self: Coro | undefined;
+    function* yieldsItselfInANestedLoop(): Coro<unknown> {
+      yield;
+      return new tinyio.Loop().run(tryYield(self!));
+    }
+    self = yieldsItselfInANestedLoop();
+    const itself = run(self);
+    assert.ok(itself instanceof Error, `itself: expected an Error, got ${String(itself)}`);
+    assert.match(itself.message, anotherLoop);
   });
 });
 
