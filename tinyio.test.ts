@@ -1256,6 +1256,27 @@ describe("Loop", () => {
     assert.match(bad.stderr, /child blew up/);
     assert.ok(bad.ms < 10_000, `the failing script took ${bad.ms} ms to exit`);
   });
+
+  it("says that `throw` is missing when `run` is given an object with next() but no throw()", () => {
+    const error = thrownBy(() => new tinyio.Loop().run(smuggle({ next: () => ({ done: true, value: 1 }) }) as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /\bthrow\b/);
+  });
+
+  it("takes `null` options as no options: run, toPromise and isolate return and throw as without them", async () => {
+    const none = null as unknown as tinyio.RunOptions;
+    const error = new Error("kaboom");
+    assert.equal(run(addOne(1), none), 2);
+    assert.equal(thrownBy(() => run(blowUp(error), none)), error);
+    assert.equal(await toPromiseWithin(addOne(1), none), 2);
+    assert.equal(await rejectionOf(toPromiseWithin(blowUp(error), none)), error);
+    function* isolated(): Coro<unknown[]> {
+      const [value, ok] = yield tinyio.isolate(addOne(1), none);
+      const [failure, failed] = yield tinyio.isolate(blowUp(error), none);
+      return [value, ok, failure, failed];
+    }
+    assert.deepEqual(run(isolated()), [2, true, error, false]);
+  });
 });
 
 // Errors and cancellation
@@ -1488,6 +1509,101 @@ describe("Errors and cancellation", () => {
     assert.ok(!(cancelled instanceof tinyio.TimeoutError));
     assert.ok(!(timedOut instanceof tinyio.CancelledError));
     assert.match(String(cancelled), /^CancelledError/);
+  });
+
+  it("closes a coroutine that swallowed its CancelledError with return(), so that its remaining finally blocks run", async () => {
+    const error = new Error("kaboom");
+    const log: string[] = [];
+    function* swallows(): Coro<void> {
+      try {
+        try {
+          yield new tinyio.Event().wait();
+        } catch {
+          log.push("caught");
+          yield;
+          log.push("resumed");
+        }
+      } finally {
+        log.push("outer finally");
+      }
+    }
+    function* main(): Coro<void> {
+      yield [swallows(), blowUp(error)];
+    }
+    let thrown: unknown;
+    await collectWarnings(() => (thrown = thrownBy(() => run(main()))));
+    assert.equal(originalOf(thrown), error);
+    assert.deepEqual(log, ["caught", "outer finally"]);
+  });
+
+  it("releases what a closed coroutine's cleanup held: a thread call yielded in its finally leaves no worker busy and no pool slot taken", async () => {
+    // On a ThreadPool(1), a later call must find the slot free (not a false
+    // Deadlock), and the script must exit at once (no worker left busy).
+    const [line] = await linesOfScript(
+      "cleanup in a thread",
+      `
+      import * as tinyio from "TINYIO";
+      process.emitWarning = () => {}; // (the swallowed-cancellation warning)
+      const pool = new tinyio.ThreadPool(1);
+      const log: string[] = [];
+      function* cleansUpInAThread(): tinyio.Coro<void> {
+        try { yield new tinyio.Event().wait(); }
+        finally { yield* pool.runInThread(() => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300); }); }
+      }
+      function* boom(): tinyio.Coro<void> { yield; throw new Error("boom"); }
+      const loop = new tinyio.Loop();
+      try { loop.run(tinyio.all([cleansUpInAThread(), boom()])); } catch (e) { log.push("threw " + (e as Error).message); }
+      try { log.push("next " + loop.run(pool.runInThread((x: number) => x + 1, 1))); } catch (e) { log.push("next threw " + (e as Error).message); }
+      console.log(JSON.stringify(log));
+    `,
+    );
+    assert.deepEqual(JSON.parse(line!), ["threw boom", "next 2"]);
+  });
+
+  it("words the swallowed-cancellation warning to fit what the coroutine did: no 'yielded already' for a fresh wait, no advice to use a finally block from inside one", async () => {
+    function* yieldsFreshSleep(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } catch {
+        yield tinyio.sleep(10);
+      }
+    }
+    function* yieldsInFinally(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        yield tinyio.sleep(10);
+      }
+    }
+    const [fresh] = await collectWarnings(() => thrownBy(() => run(tinyio.all([yieldsFreshSleep(), blowUp()]))));
+    assert.ok(fresh !== undefined, "no warning");
+    assert.match(fresh, /yield/i);
+    assert.doesNotMatch(fresh, /already/i);
+    const [inFinally] = await collectWarnings(() => thrownBy(() => run(tinyio.all([yieldsInFinally(), blowUp()]))));
+    assert.ok(inFinally !== undefined, "no warning");
+    assert.doesNotMatch(inFinally, /already/i);
+    assert.doesNotMatch(inFinally, /clean(ing)?[ -]?up in a finally|use a finally/i);
+  });
+
+  it("throws an AggregateError holding both when the original error is an object with no prototype and a cleanup raised too", () => {
+    const bare = Object.create(null) as object;
+    const cleanupError = new Error("cleanup went wrong");
+    const group = thrownBy(() => run(crashWithBadCleanup(bare, cleanupError)));
+    assert.ok(group instanceof AggregateError, `expected an AggregateError, got ${kindOf(group)}`);
+    assert.equal(group.errors[0], bare);
+    assert.ok(group.errors.includes(cleanupError));
+    const alone = thrownBy(() => run(blowUp(bare), { exceptionGroup: true }));
+    assert.ok(alone instanceof AggregateError, `exceptionGroup: true: expected an AggregateError, got ${kindOf(alone)}`);
+    assert.equal(alone.errors[0], bare);
+  });
+
+  it("counts in the AggregateError's message the errors it holds", () => {
+    const group = thrownBy(() => run(crashWithBadCleanup(new Error("kaboom"), new Error("cleanup went wrong")), { exceptionGroup: true }));
+    assert.ok(group instanceof AggregateError);
+    const held = group.errors.length;
+    assert.ok(held >= 3, `expected the original, the cleanup error and a CancelledError, got ${held}`);
+    const counts = (group.message.match(/\d+/g) ?? []).map(Number);
+    assert.ok(counts.includes(held) || counts.includes(held - 1), `holds ${held} errors, but says: ${group.message}`);
   });
 });
 
