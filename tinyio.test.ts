@@ -1779,6 +1779,97 @@ describe("Time", () => {
     assert.equal(thrown, error);
     assert.ok(ms < 1000, `took ${ms} ms`);
   });
+
+  it("gives a second timeout on a timed-out coroutine the same outcome: [undefined, false] from both, never [value, true]", () => {
+    function* main(): Coro<unknown> {
+      const slow = returnAfter(1000, "slow");
+      return yield [tinyio.timeout(slow, 10), tinyio.timeout(slow, 500)];
+    }
+    assert.deepEqual(run(main()), [
+      [undefined, false],
+      [undefined, false],
+    ]);
+  });
+
+  it("crashes the loop with the TimeoutError when a background coroutine yields the timed-out coroutine and does not catch it", () => {
+    function* main(): Coro<unknown> {
+      const slow = returnAfter(1000, "slow");
+      function* waiter(): Coro<void> {
+        yield slow;
+      }
+      yield new Set([waiter()]);
+      yield;
+      return yield tinyio.timeout(slow, 10);
+    }
+    const error = thrownBy(() => run(main()));
+    assert.ok(originalOf(error) instanceof tinyio.TimeoutError, `expected a TimeoutError, got ${kindOf(originalOf(error))}`);
+  });
+
+  it("gives a copy of a timed-out coroutine the same outcome: its TimeoutError, not undefined as if it had returned", () => {
+    function* main(): Coro<string> {
+      const slow = returnAfter(1000, "slow");
+      const copied: Coro<string> = yield tinyio.copy(slow);
+      const [, onTime] = yield tinyio.timeout(slow, 10);
+      assert.equal(onTime, false);
+      try {
+        return `returned ${String(yield* copied)}`;
+      } catch (error) {
+        return `threw ${kindOf(error)}`;
+      }
+    }
+    assert.equal(run(main()), "threw TimeoutError");
+  });
+
+  it("gives asCompleted's consumer the TimeoutError of a timed-out input, not a Deadlock", () => {
+    function* main(): Coro<unknown[]> {
+      const slow = returnAfter(1000, "slow");
+      yield new Set([tinyio.timeout(slow, 10)]);
+      const results: unknown[] = [];
+      for (const next of yield tinyio.asCompleted([slow, returnAfter(50, "quick")])) results.push(yield next);
+      return results;
+    }
+    const error = thrownBy(() => run(main()));
+    assert.doesNotMatch(String((originalOf(error) as Error)?.message), /Deadlock/);
+    assert.ok(originalOf(error) instanceof tinyio.TimeoutError, `expected a TimeoutError, got ${kindOf(originalOf(error))}`);
+  });
+
+  it("keeps the bound of each nested timeout: the outer one interrupts the inner one, which interrupts its coroutine", () => {
+    const log: string[] = [];
+    function* slow(): Coro<string> {
+      try {
+        yield tinyio.sleep(1000);
+        return "slow";
+      } catch (error) {
+        log.push(`slow got ${kindOf(error)}`);
+        throw error;
+      }
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(tinyio.timeout(tinyio.timeout(slow(), 100), 10))));
+    assert.deepEqual(out, [undefined, false]);
+    assert.deepEqual(log, ["slow got TimeoutError"]);
+    assert.ok(ms < 500, `took ${ms.toFixed(0)} ms: the inner coroutine ran on`);
+  });
+
+  it("times out a wait itself: `timeout(event.wait(), 20)` and `timeout(sleep(300), 20)` give [undefined, false] at the deadline", () => {
+    const event = new tinyio.Event();
+    const outcomes: [unknown, number][] = [];
+    function* timed(what: Coro<void>): Coro<void> {
+      const start = performance.now();
+      const outcome = yield tinyio.timeout(what, 20);
+      outcomes.push([outcome, performance.now() - start]);
+    }
+    function* setLate(): Coro<void> {
+      yield tinyio.sleep(300);
+      event.set();
+    }
+    run(tinyio.all([timed(event.wait()), timed(tinyio.sleep(300)), setLate()]));
+    for (const [i, [outcome, ms]] of outcomes.entries()) {
+      assert.deepEqual(outcome, [undefined, false], `wait ${i}`);
+      assert.ok(ms < 200, `wait ${i}: the timeout returned after ${ms.toFixed(0)} ms`);
+    }
+    assert.equal(outcomes.length, 2);
+  });
 });
 
 // Synchronisation
