@@ -2310,6 +2310,68 @@ describe("Synchronisation", () => {
     assert.equal(run(main()), "returned without iterating");
     assert.deepEqual(log.sort(), ["x", "y"]);
   });
+
+  it("never loses a permit to `using _ = yield semaphore.acquire()` timed out while it queues (100 trials), nor lets two hold it", () => {
+    // Each trial: a holder takes the permit for 5 ms, a second coroutine
+    // queues for it under a 1 ms timeout. Afterwards the permit must be free.
+    function* trial(): Coro<{ free: boolean; peak: number }> {
+      const semaphore = new tinyio.Semaphore(1);
+      let holders = 0;
+      let peak = 0;
+      function* holds(ms: number): Coro<void> {
+        using _ = yield semaphore.acquire();
+        peak = Math.max(peak, ++holders);
+        yield tinyio.sleep(ms);
+        holders--;
+      }
+      yield [holds(5), tinyio.timeout(holds(5), 1)];
+      const [permit, free] = yield tinyio.timeout(semaphore.acquire(), 100);
+      permit?.release();
+      return { free, peak };
+    }
+    function* main(): Coro<{ free: boolean; peak: number }[]> {
+      return yield Array.from({ length: 100 }, trial);
+    }
+    const trials = run(main());
+    assert.equal(trials.filter(({ free }) => !free).length, 0, "trials that lost the permit");
+    assert.equal(trials.filter(({ peak }) => peak > 1).length, 0, "trials where two held the permit at once");
+  });
+
+  it("never loses a permit of `using _ = yield semaphore.acquire()` when the loop crashes while it queues or just as the permit is handed over", () => {
+    const error = new Error("kaboom");
+    // Is the permit free once the crashed run is over?
+    const isFree = (semaphore: tinyio.Semaphore) => run(tinyio.timeout(semaphore.acquire(), 100))[1];
+    function* waiter(semaphore: tinyio.Semaphore): Coro<void> {
+      using _ = yield semaphore.acquire();
+      yield;
+    }
+    // Cancelled while it queues: the holder lets go only in its own cleanup.
+    const queued = new tinyio.Semaphore(1);
+    function* holdsUntilCancelled(): Coro<void> {
+      using _ = yield queued.acquire();
+      yield new tinyio.Event().wait();
+    }
+    thrownBy(() => run(tinyio.all([holdsUntilCancelled(), waiter(queued), failAfter(10, error)])));
+    assert.equal(isFree(queued), true, "cancelled while it queued");
+    // The crash comes right after the holder handed the permit over.
+    const handedOver = new tinyio.Semaphore(1);
+    function* handsOverThenCrashes(): Coro<void> {
+      const permit: tinyio.Release = yield handedOver.acquire();
+      yield;
+      permit.release();
+      yield;
+      throw error;
+    }
+    thrownBy(() => run(tinyio.all([handsOverThenCrashes(), waiter(handedOver)])));
+    assert.equal(isFree(handedOver), true, "the crash came as the permit was handed over");
+  });
+
+  it("says which item of a Set given to `asCompleted` is not a coroutine, rather than blaming the Set", () => {
+    const error = thrownBy(() => tinyio.asCompleted(new Set([1]) as unknown as Set<Coro>));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.doesNotMatch(error.message, /got an object \(Set\)/);
+    assert.match(error.message, /item|number 1/);
+  });
 });
 
 // Threads (worker_threads)
