@@ -3248,6 +3248,60 @@ describe("Promises (Node's own event loop)", () => {
       clearInterval(interval);
     }
   });
+
+  it("lets Node's event loop run every few milliseconds of a busy loop however long each step is: 100 steps of 5 ms", async () => {
+    const turns: number[] = [];
+    const ticker = setInterval(() => turns.push(performance.now()), 1);
+    function* slowSteps(): Coro<void> {
+      for (let i = 0; i < 100; i++) {
+        const end = performance.now() + 5;
+        while (performance.now() < end);
+        yield;
+      }
+    }
+    const start = performance.now();
+    try {
+      await toPromiseWithin(slowSteps());
+    } finally {
+      clearInterval(ticker);
+    }
+    const end = performance.now();
+    const points = [start, ...turns.filter((t) => t > start && t < end), end];
+    const gap = Math.max(...points.slice(1).map((t, i) => t - points[i]!));
+    assert.ok(gap < 100, `Node's event loop had no turn for ${gap.toFixed(0)} ms of a ${(end - start).toFixed(0)} ms run`);
+  });
+
+  it("waits for deadlines of any length without a warning: `event.wait(Number.MAX_SAFE_INTEGER)` and a 40-day timeout", async () => {
+    // (setTimeout caps at about 24.8 days; beyond, Node warns and fires after
+    // 1 ms, so a loop that hands it the deadline warns, and polls, each time.)
+    const event = new tinyio.Event();
+    const outcomes: [unknown, number][] = [];
+    const warnings = await collectWarnings(async () => {
+      const timer = setTimeout(() => event.set(), 100);
+      const coros: Coro<unknown>[] = [event.wait(Number.MAX_SAFE_INTEGER), tinyio.timeout(returnAfter(100, "on time"), 40 * 24 * 3600 * 1000)];
+      try {
+        for (const coro of coros) {
+          const start = performance.now();
+          outcomes.push([await toPromiseWithin(coro), performance.now() - start]);
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    });
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(
+      outcomes.map(([value]) => value),
+      [undefined, ["on time", true]],
+    );
+    for (const [, ms] of outcomes) assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it("names toPromise, not Loop.run, in the TypeError for a non-generator", async () => {
+    const error = await rejectionOf(tinyio.toPromise(42 as unknown as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /toPromise/);
+    assert.doesNotMatch(error.message, /Loop\.run/);
+  });
 });
 
 // Isolation
@@ -3405,6 +3459,54 @@ describe("Isolation", () => {
     assert.deepEqual(run(main()), ["once", ["once inside", true]]);
     assert.equal(runs, 1);
   });
+
+  it("finishes cancelling an isolate through a second interruption: a timed-out isolate cancelled by a crash still runs its finally and stops its thread", async () => {
+    // The isolated coroutine waits on a thread that spins forever; the
+    // timeout interrupts the isolate, and the crash comes while the nested
+    // loop is still cancelling. (In a child: a spinning worker left behind
+    // keeps the process alive.)
+    const [line] = await linesOfScript(
+      "timeout(isolate(...)) then a crash",
+      `
+      import * as tinyio from "TINYIO";
+      const log: string[] = [];
+      function* inner(): tinyio.Coro<void> {
+        try { yield tinyio.runInThread(() => { for (;;); }); }
+        finally { log.push("inner finally"); }
+      }
+      function* boom(): tinyio.Coro<void> { yield tinyio.sleep(40); throw new Error("boom"); }
+      try { new tinyio.Loop().run(tinyio.all([tinyio.timeout(tinyio.isolate(inner()), 10), boom()])); }
+      catch (e) { log.push("threw " + ((e instanceof AggregateError ? e.errors[0] : e) as Error).message); }
+      console.log(JSON.stringify(log));
+    `,
+    );
+    assert.deepEqual(JSON.parse(line!), ["inner finally", "threw boom"]);
+  });
+
+  it("names isolate, not Loop.run, in the TypeError for a non-generator", () => {
+    function* main(): Coro<unknown> {
+      try {
+        return yield* tinyio.isolate(42 as unknown as Coro);
+      } catch (error) {
+        return error;
+      }
+    }
+    let error: unknown;
+    try {
+      error = run(main());
+    } catch (thrown) {
+      error = thrown; // (a check at the call, outside the coroutine, is as good)
+    }
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /isolate/);
+    assert.doesNotMatch(error.message, /Loop\.run/);
+  });
+
+  it("checks at the call that copy is given a coroutine: `copy(42)` throws a TypeError", () => {
+    const error = thrownBy(() => tinyio.copy(42 as unknown as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /copy/);
+  });
 });
 
 // Typed results
@@ -3476,5 +3578,12 @@ describe("Typed results", () => {
     }
     assert.equal(thrownBy(() => run(main())), error);
     assert.deepEqual(log, ["main got CancelledError"]);
+  });
+
+  it("checks at the call that `all` is given an array of coroutines: `all(new Set())` throws a TypeError", () => {
+    for (const notAnArray of [new Set(), new Set([addOne(1)])]) {
+      const error = thrownBy(() => tinyio.all(notAnArray as unknown as Coro[]));
+      assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    }
   });
 });
