@@ -133,7 +133,7 @@ function elapsedMs(fn: () => void): number {
 // `process.emitWarning` are intercepted (so the suite's output stays clean),
 // and a `warning` listener catches an implementation that bound the function
 // early; the listener needs a tick, hence the await.
-async function collectWarnings(fn: () => void): Promise<string[]> {
+async function collectWarnings(fn: () => unknown): Promise<string[]> {
   const warnings: string[] = [];
   const original = process.emitWarning;
   const onWarning = (warning: Error) => warnings.push(warning.message);
@@ -142,7 +142,7 @@ async function collectWarnings(fn: () => void): Promise<string[]> {
   }) as typeof process.emitWarning;
   process.on("warning", onWarning);
   try {
-    fn();
+    await fn(); // (may be async: then its warnings are collected until it settles)
     await new Promise((resolve) => setImmediate(resolve));
   } finally {
     process.emitWarning = original;
@@ -257,16 +257,17 @@ const scratch = join(here, "node_modules", ".cache", "bridge-test");
 
 // Runs `source` as a TypeScript .mts file (an ES module wherever it lies, so
 // top-level await works), written under node_modules/.cache/bridge-test/, in a
-// child `node --import tsx`; `TINYIO` in it is replaced by the absolute path of
-// tinyio.ts. Reports how and when it exited, with the signal that ended it; a
-// child still alive after 15 s is killed (and reported as such).
-function runTsScriptInRepoCache(source: string): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; ms: number }> {
+// child `node --import tsx` (given `nodeArgs` too, such as `--expose-gc`);
+// `TINYIO` in it is replaced by the absolute path of tinyio.ts. Reports how
+// and when it exited, with the signal that ended it; a child still alive
+// after 15 s is killed (and reported as such).
+function runTsScriptInRepoCache(source: string, nodeArgs: string[] = []): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; ms: number }> {
   mkdirSync(scratch, { recursive: true });
   const script = join(scratch, `script-${process.pid}-${Math.random().toString(36).slice(2)}.mts`);
   writeFileSync(script, source.replaceAll("TINYIO", tinyioPath));
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: here });
+    const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", script], { cwd: here });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -279,6 +280,26 @@ function runTsScriptInRepoCache(source: string): Promise<{ code: number | null; 
       resolve({ code, signal, stdout, stderr, ms: performance.now() - start });
     });
   });
+}
+
+// The lines a TypeScript script printed (runTsScriptInRepoCache), once it has
+// exited by itself with code 0 within `ms`: for programs that hang, spin or
+// leave a worker alive when the behaviour is wrong. `what` names the script
+// in failures.
+async function linesOfScript(what: string, source: string, { nodeArgs = [] as string[], ms = 6000 } = {}): Promise<string[]> {
+  const { code, signal, stdout, stderr, ms: took } = await runTsScriptInRepoCache(source, nodeArgs);
+  const output = `stdout: ${stdout.slice(-1000)}\nstderr: ${stderr.slice(-1000)}`;
+  assert.ok(signal === null, `${what}: ended by ${signal} after ${took.toFixed(0)} ms${signal === "SIGKILL" ? " (a hang, or a worker left alive)" : ""}\n${output}`);
+  assert.ok(code === 0, `${what}: exit code ${code}${code === 13 ? " (a top-level await never settled)" : ""}\n${output}`);
+  assert.ok(took < ms, `${what}: took ${took.toFixed(0)} ms to exit\n${output}`);
+  return stdout.trim().split("\n");
+}
+
+// Awaits every check (each typically one child script), then fails with all
+// their failures at once, rather than with the first while the rest run on.
+async function everyCase(checks: Promise<unknown>[]): Promise<void> {
+  const failures = (await Promise.allSettled(checks)).flatMap((result) => (result.status === "rejected" ? [result.reason instanceof Error ? result.reason.message : String(result.reason)] : []));
+  if (failures.length > 0) assert.fail(failures.join("\n---\n"));
 }
 
 // Coroutines and what they may yield
@@ -810,6 +831,243 @@ describe("Coroutines and what they may yield", () => {
     run(g());
     assert.deepEqual(log, [1, 1, 2, 2]);
   });
+
+  it("raises a TypeError that says to drop the `async` when run, toPromise or a yield is given an async generator", async () => {
+    // (An async generator has `next` and `throw` too; taken for a coroutine,
+    // it spins forever, so each way runs in a child.)
+    const ways: [string, string][] = [
+      ["run", `try { new tinyio.Loop().run(agen() as any); console.log("no error"); } catch (e) { console.log(String(e)); }`],
+      ["a yield", `console.log(new tinyio.Loop().run((function* () { try { yield agen() as any; return "no error"; } catch (e) { return String(e); } })()));`],
+      ["toPromise", `console.log(await tinyio.toPromise(agen() as any).then(() => "no error", (e) => String(e)));`],
+    ];
+    await everyCase(
+      ways.map(async ([way, body]) => {
+        const lines = await linesOfScript(
+          way,
+          `
+          import * as tinyio from "TINYIO";
+          async function* agen() { return 1; }
+          ${body}
+        `,
+        );
+        assert.match(lines.join("\n"), /^TypeError: .*\basync\b/s, way);
+      }),
+    );
+  });
+
+  it("never trusts what user code hands it: a bad next(), a throwing getter, a revoked or throwing proxy, a sparse array are that coroutine's error, and the loop runs again", async () => {
+    // Each case is gathered with a sibling that waits on a thread call; the
+    // loop must cancel the sibling (its finally runs, its thread is stopped),
+    // throw an error naming the cause, and run again. A case that breaks the
+    // loop's insides hangs its next run, so each runs in a child.
+    const cases: { what: string; child: string; cause: RegExp; caught?: RegExp }[] = [
+      { what: "a next() that returns undefined", child: `{ next() {}, throw(e: unknown) { throw e; } }`, cause: /next/ },
+      { what: "a getter on next()'s result that throws", child: `{ next() { return { get done(): boolean { throw new Error("getter says no"); }, value: 1 }; }, throw(e: unknown) { throw e; } }`, cause: /getter says no/ },
+      { what: "a yielded revoked proxy", child: `yields((() => { const { proxy, revoke } = Proxy.revocable(g(), {}); revoke(); return proxy; })())`, cause: /revoked/ },
+      { what: "a yielded proxy whose get trap throws", child: `yields(new Proxy(g(), { get() { throw new Error("trap says no"); } }))`, cause: /trap says no/ },
+      // An array holding a non-coroutine gets the TypeError at that yield.
+      { what: "a yielded sparse array", child: `yields([g(), , g()])`, cause: /TypeError/, caught: /^caught TypeError: .*(item 1|hole|empty|sparse)/is },
+    ];
+    await everyCase(
+      cases.map(async ({ what, child, cause, caught }) => {
+        const lines = await linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          const log: string[] = [];
+          const text = (e: unknown) => (e instanceof Error ? e.name + ": " + e.message : String(e));
+          function* g(): tinyio.Coro<number> { yield; return 1; }
+          function* sibling(): tinyio.Coro<void> {
+            try { yield tinyio.runInThread(() => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100); }); }
+            finally { log.push("sibling finally"); }
+          }
+          function* yields(value: unknown): tinyio.Coro<void> {
+            try { yield value as tinyio.Yieldable; log.push("resumed"); }
+            catch (e) { log.push("caught " + text(e)); throw e; }
+          }
+          const loop = new tinyio.Loop();
+          try { loop.run(tinyio.all([sibling(), ${child} as any])); log.push("returned"); }
+          catch (e) { log.push("threw " + text(e)); }
+          log.push("again " + loop.run(tinyio.runInThread((x: number) => x + 1, 1)));
+          console.log(JSON.stringify(log));
+        `,
+        );
+        const log: string[] = JSON.parse(lines.at(-1)!);
+        assert.ok(log.includes("sibling finally"), `${what}: the sibling was not cancelled: ${lines}`);
+        const thrown = log.find((line) => line.startsWith("threw "));
+        assert.ok(thrown !== undefined, `${what}: run did not throw: ${lines}`);
+        assert.match(thrown, cause, what);
+        assert.doesNotMatch(thrown, /Cannot read properties/, what);
+        if (caught) assert.ok(log.some((line) => caught.test(line)), `${what}: not caught at the yield: ${lines}`);
+        assert.equal(log.at(-1), "again 2", what);
+      }),
+    );
+  });
+
+  it("holds nothing of a coroutine whose timed wait fired early: timeouts, early-set waits and isolate wake-ups do not grow the heap", async () => {
+    // The upstream test_gc_after_event, at scale: each wait below fires long
+    // before its deadline; whatever sits in the timer heap until then must
+    // not keep the coroutine (and its result) alive. Heap in MB, after gc.
+    const [line] = await linesOfScript(
+      "heap growth",
+      `
+      import * as tinyio from "TINYIO";
+      const gc = (globalThis as any).gc as () => void;
+      const heapMb = () => { gc(); gc(); return process.memoryUsage().heapUsed / 2 ** 20; };
+      const megabyte = () => new Array(131_072).fill(0.5); // 1 MB of doubles
+      function* handler(): tinyio.Coro<number[]> { yield; return megabyte(); }
+      function* timeouts(): tinyio.Coro<number> {
+        const before = heapMb();
+        for (let i = 0; i < 300; i++) yield tinyio.timeout(handler(), 600_000);
+        return heapMb() - before;
+      }
+      function* setSoon(event: tinyio.Event): tinyio.Coro<void> { yield; event.set(); }
+      function* waiter(): tinyio.Coro<number[]> {
+        const event = new tinyio.Event();
+        yield [event.wait(3_600_000), setSoon(event)];
+        return megabyte();
+      }
+      function* waits(): tinyio.Coro<number> {
+        const before = heapMb();
+        for (let i = 0; i < 300; i++) yield waiter();
+        return heapMb() - before;
+      }
+      // 100,000 wake-ups of an isolate whose nested loop has a far deadline.
+      function* wakeUps(): tinyio.Coro<number> {
+        const before = heapMb();
+        const events = Array.from({ length: 100_000 }, () => new tinyio.Event());
+        function* inner(): tinyio.Coro<void> {
+          const stop = new tinyio.Event();
+          yield new Set([stop.wait(600_000)]);
+          for (const event of events) yield event.wait();
+          stop.set();
+        }
+        function* setter(): tinyio.Coro<void> { for (const event of events) { yield; event.set(); yield; } }
+        yield [tinyio.isolate(inner()), setter()];
+        events.length = 0;
+        return heapMb() - before;
+      }
+      const loop = new tinyio.Loop();
+      console.log(JSON.stringify({ timeouts: loop.run(timeouts()), waits: loop.run(waits()), wakeUps: loop.run(wakeUps()) }));
+    `,
+      { nodeArgs: ["--expose-gc"], ms: 12_000 },
+    );
+    const growth: { timeouts: number; waits: number; wakeUps: number } = JSON.parse(line!);
+    assert.ok(growth.timeouts < 30, `300 timeouts of a 1 MB result grew the heap by ${growth.timeouts.toFixed(1)} MB`);
+    assert.ok(growth.waits < 30, `300 early-set waits, each before a 1 MB result, grew the heap by ${growth.waits.toFixed(1)} MB`);
+    assert.ok(growth.wakeUps < 15, `100,000 isolate wake-ups grew the heap by ${growth.wakeUps.toFixed(1)} MB`);
+  });
+
+  it("schedules a wait once however many times one gather yields it, and resumes with undefined for each", async () => {
+    // (A sleep is a coroutine: the diamond rule holds for it too. Memory is
+    // capped, since a loop that spins here also eats memory.)
+    const [line] = await linesOfScript(
+      "[w, w]",
+      `
+      import * as tinyio from "TINYIO";
+      function* main(): tinyio.Coro<unknown> {
+        const w = tinyio.sleep(20);
+        return yield [w, w];
+      }
+      const start = performance.now();
+      const out = new tinyio.Loop().run(main());
+      console.log(JSON.stringify({ out, ms: performance.now() - start }));
+    `,
+      { nodeArgs: ["--max-old-space-size=200"] },
+    );
+    const { out, ms } = JSON.parse(line!);
+    assert.deepEqual(out, [null, null]); // (JSON of [undefined, undefined])
+    assert.ok(ms >= 15 && ms < 1000, `took ${ms} ms`);
+  });
+
+  it("finds a cycle through `timeout` at once, not when the timeout expires", () => {
+    let self: Coro | undefined;
+    function* waitsOnItself(): Coro<unknown> {
+      return yield tinyio.timeout(self!, 10_000);
+    }
+    self = waitsOnItself();
+    let error: unknown;
+    const ms = elapsedMs(() => (error = thrownBy(() => run(self!))));
+    assert.match(String((originalOf(error) as Error)?.message), /Cycle detected/);
+    assert.ok(ms < 1000, `found after ${ms.toFixed(0)} ms`);
+  });
+
+  it("costs O(N) cycle checks in all when N coroutines yield one running coroutine that gathers N jobs", async () => {
+    // 10,000 of each: linear, this takes a fraction of a second; quadratic,
+    // minutes. (In a child, so that a quadratic check fails rather than stalls.)
+    const [line] = await linesOfScript(
+      "10,000 waiters",
+      `
+      import * as tinyio from "TINYIO";
+      const n = 10_000;
+      function* job(): tinyio.Coro<void> { yield tinyio.sleep(20); }
+      function* hub(): tinyio.Coro<number> { yield Array.from({ length: n }, job); return 1; }
+      const shared = hub();
+      function* waiter(): tinyio.Coro<number> { return yield shared; }
+      const start = performance.now();
+      const out = new tinyio.Loop().run((function* (): tinyio.Coro<number[]> { return yield [shared, ...Array.from({ length: n }, waiter)]; })());
+      console.log(JSON.stringify({ sum: out.reduce((a, b) => a + b, 0), ms: performance.now() - start }));
+    `,
+      { ms: 10_000 },
+    );
+    const { sum, ms } = JSON.parse(line!);
+    assert.equal(sum, 10_001);
+    assert.ok(ms < 3000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it("raises an Error saying another loop runs it when a second toPromise is given a coroutine that a first is running", async () => {
+    const shared = returnAfter(30, "shared");
+    const first = toPromiseWithin(shared);
+    const second = rejectionOf(toPromiseWithin(shared));
+    const [value, error] = await Promise.all([first, second]);
+    assert.equal(value, "shared");
+    assert.ok(error instanceof Error, `expected an Error, got ${String(error)}`);
+    assert.match(error.message, /(another|other|different) (tinyio )?loop/i);
+  });
+
+  it("raises an Error saying another loop runs it when a coroutine that a loop is running is yielded in another loop", () => {
+    const anotherLoop = /(another|other|different) (tinyio )?loop/i;
+    function* gather(...coros: Coro[]): Coro<any[]> {
+      return yield coros;
+    }
+    function* tryYield(coro: Coro): Coro<unknown> {
+      try {
+        return yield coro;
+      } catch (error) {
+        return error;
+      }
+    }
+    // In a fresh loop run inside a coroutine of the loop that runs `shared`.
+    const shared = returnAfter(30, "shared");
+    function* viaNestedLoop(): Coro<unknown> {
+      yield; // (so that `shared` has started on the outer loop)
+      return new tinyio.Loop().run(tryYield(shared));
+    }
+    const [value, nested] = run(gather(shared, viaNestedLoop()));
+    assert.equal(value, "shared");
+    assert.ok(nested instanceof Error, `nested loop: expected an Error, got ${String(nested)}`);
+    assert.match(nested.message, anotherLoop);
+    // In an isolate: the error is the isolated coroutine's, so isolate returns it.
+    const shared2 = returnAfter(30, "shared");
+    function* viaIsolate(): Coro<unknown> {
+      yield;
+      return yield tinyio.isolate(tryYield(shared2));
+    }
+    const [value2, [isolated]] = run(gather(shared2, viaIsolate()));
+    assert.equal(value2, "shared");
+    assert.ok(isolated instanceof Error, `isolate: expected an Error, got ${String(isolated)}`);
+    assert.match(isolated.message, anotherLoop);
+    // A coroutine that runs a nested loop which yields the coroutine itself.
+    let self: Coro | undefined;
+    function* yieldsItselfInANestedLoop(): Coro<unknown> {
+      yield;
+      return new tinyio.Loop().run(tryYield(self!));
+    }
+    self = yieldsItselfInANestedLoop();
+    const itself = run(self);
+    assert.ok(itself instanceof Error, `itself: expected an Error, got ${String(itself)}`);
+    assert.match(itself.message, anotherLoop);
+  });
 });
 
 // Loop
@@ -1002,6 +1260,27 @@ describe("Loop", () => {
     assert.notEqual(bad.code, null, "the failing script was killed");
     assert.match(bad.stderr, /child blew up/);
     assert.ok(bad.ms < 10_000, `the failing script took ${bad.ms} ms to exit`);
+  });
+
+  it("says that `throw` is missing when `run` is given an object with next() but no throw()", () => {
+    const error = thrownBy(() => new tinyio.Loop().run(smuggle({ next: () => ({ done: true, value: 1 }) }) as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /\bthrow\b/);
+  });
+
+  it("takes `null` options as no options: run, toPromise and isolate return and throw as without them", async () => {
+    const none = null as unknown as tinyio.RunOptions;
+    const error = new Error("kaboom");
+    assert.equal(run(addOne(1), none), 2);
+    assert.equal(thrownBy(() => run(blowUp(error), none)), error);
+    assert.equal(await toPromiseWithin(addOne(1), none), 2);
+    assert.equal(await rejectionOf(toPromiseWithin(blowUp(error), none)), error);
+    function* isolated(): Coro<unknown[]> {
+      const [value, ok] = yield tinyio.isolate(addOne(1), none);
+      const [failure, failed] = yield tinyio.isolate(blowUp(error), none);
+      return [value, ok, failure, failed];
+    }
+    assert.deepEqual(run(isolated()), [2, true, error, false]);
   });
 });
 
@@ -1236,6 +1515,101 @@ describe("Errors and cancellation", () => {
     assert.ok(!(timedOut instanceof tinyio.CancelledError));
     assert.match(String(cancelled), /^CancelledError/);
   });
+
+  it("closes a coroutine that swallowed its CancelledError with return(), so that its remaining finally blocks run", async () => {
+    const error = new Error("kaboom");
+    const log: string[] = [];
+    function* swallows(): Coro<void> {
+      try {
+        try {
+          yield new tinyio.Event().wait();
+        } catch {
+          log.push("caught");
+          yield;
+          log.push("resumed");
+        }
+      } finally {
+        log.push("outer finally");
+      }
+    }
+    function* main(): Coro<void> {
+      yield [swallows(), blowUp(error)];
+    }
+    let thrown: unknown;
+    await collectWarnings(() => (thrown = thrownBy(() => run(main()))));
+    assert.equal(originalOf(thrown), error);
+    assert.deepEqual(log, ["caught", "outer finally"]);
+  });
+
+  it("releases what a closed coroutine's cleanup held: a thread call yielded in its finally leaves no worker busy and no pool slot taken", async () => {
+    // On a ThreadPool(1), a later call must find the slot free (not a false
+    // Deadlock), and the script must exit at once (no worker left busy).
+    const [line] = await linesOfScript(
+      "cleanup in a thread",
+      `
+      import * as tinyio from "TINYIO";
+      process.emitWarning = () => {}; // (the swallowed-cancellation warning)
+      const pool = new tinyio.ThreadPool(1);
+      const log: string[] = [];
+      function* cleansUpInAThread(): tinyio.Coro<void> {
+        try { yield new tinyio.Event().wait(); }
+        finally { yield* pool.runInThread(() => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300); }); }
+      }
+      function* boom(): tinyio.Coro<void> { yield; throw new Error("boom"); }
+      const loop = new tinyio.Loop();
+      try { loop.run(tinyio.all([cleansUpInAThread(), boom()])); } catch (e) { log.push("threw " + (e as Error).message); }
+      try { log.push("next " + loop.run(pool.runInThread((x: number) => x + 1, 1))); } catch (e) { log.push("next threw " + (e as Error).message); }
+      console.log(JSON.stringify(log));
+    `,
+    );
+    assert.deepEqual(JSON.parse(line!), ["threw boom", "next 2"]);
+  });
+
+  it("words the swallowed-cancellation warning to fit what the coroutine did: no 'yielded already' for a fresh wait, no advice to use a finally block from inside one", async () => {
+    function* yieldsFreshSleep(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } catch {
+        yield tinyio.sleep(10);
+      }
+    }
+    function* yieldsInFinally(): Coro<void> {
+      try {
+        yield new tinyio.Event().wait();
+      } finally {
+        yield tinyio.sleep(10);
+      }
+    }
+    const [fresh] = await collectWarnings(() => thrownBy(() => run(tinyio.all([yieldsFreshSleep(), blowUp()]))));
+    assert.ok(fresh !== undefined, "no warning");
+    assert.match(fresh, /yield/i);
+    assert.doesNotMatch(fresh, /already/i);
+    const [inFinally] = await collectWarnings(() => thrownBy(() => run(tinyio.all([yieldsInFinally(), blowUp()]))));
+    assert.ok(inFinally !== undefined, "no warning");
+    assert.doesNotMatch(inFinally, /already/i);
+    assert.doesNotMatch(inFinally, /clean(ing)?[ -]?up in a finally|use a finally/i);
+  });
+
+  it("throws an AggregateError holding both when the original error is an object with no prototype and a cleanup raised too", () => {
+    const bare = Object.create(null) as object;
+    const cleanupError = new Error("cleanup went wrong");
+    const group = thrownBy(() => run(crashWithBadCleanup(bare, cleanupError)));
+    assert.ok(group instanceof AggregateError, `expected an AggregateError, got ${kindOf(group)}`);
+    assert.equal(group.errors[0], bare);
+    assert.ok(group.errors.includes(cleanupError));
+    const alone = thrownBy(() => run(blowUp(bare), { exceptionGroup: true }));
+    assert.ok(alone instanceof AggregateError, `exceptionGroup: true: expected an AggregateError, got ${kindOf(alone)}`);
+    assert.equal(alone.errors[0], bare);
+  });
+
+  it("counts in the AggregateError's message the errors it holds", () => {
+    const group = thrownBy(() => run(crashWithBadCleanup(new Error("kaboom"), new Error("cleanup went wrong")), { exceptionGroup: true }));
+    assert.ok(group instanceof AggregateError);
+    const held = group.errors.length;
+    assert.ok(held >= 3, `expected the original, the cleanup error and a CancelledError, got ${held}`);
+    const counts = (group.message.match(/\d+/g) ?? []).map(Number);
+    assert.ok(counts.includes(held) || counts.includes(held - 1), `holds ${held} errors, but says: ${group.message}`);
+  });
 });
 
 // Time
@@ -1409,6 +1783,97 @@ describe("Time", () => {
     const ms = elapsedMs(() => (thrown = thrownBy(() => run(main()))));
     assert.equal(thrown, error);
     assert.ok(ms < 1000, `took ${ms} ms`);
+  });
+
+  it("gives a second timeout on a timed-out coroutine the same outcome: [undefined, false] from both, never [value, true]", () => {
+    function* main(): Coro<unknown> {
+      const slow = returnAfter(1000, "slow");
+      return yield [tinyio.timeout(slow, 10), tinyio.timeout(slow, 500)];
+    }
+    assert.deepEqual(run(main()), [
+      [undefined, false],
+      [undefined, false],
+    ]);
+  });
+
+  it("crashes the loop with the TimeoutError when a background coroutine yields the timed-out coroutine and does not catch it", () => {
+    function* main(): Coro<unknown> {
+      const slow = returnAfter(1000, "slow");
+      function* waiter(): Coro<void> {
+        yield slow;
+      }
+      yield new Set([waiter()]);
+      yield;
+      return yield tinyio.timeout(slow, 10);
+    }
+    const error = thrownBy(() => run(main()));
+    assert.ok(originalOf(error) instanceof tinyio.TimeoutError, `expected a TimeoutError, got ${kindOf(originalOf(error))}`);
+  });
+
+  it("gives a copy of a timed-out coroutine the same outcome: its TimeoutError, not undefined as if it had returned", () => {
+    function* main(): Coro<string> {
+      const slow = returnAfter(1000, "slow");
+      const copied: Coro<string> = yield tinyio.copy(slow);
+      const [, onTime] = yield tinyio.timeout(slow, 10);
+      assert.equal(onTime, false);
+      try {
+        return `returned ${String(yield* copied)}`;
+      } catch (error) {
+        return `threw ${kindOf(error)}`;
+      }
+    }
+    assert.equal(run(main()), "threw TimeoutError");
+  });
+
+  it("gives asCompleted's consumer the TimeoutError of a timed-out input, not a Deadlock", () => {
+    function* main(): Coro<unknown[]> {
+      const slow = returnAfter(1000, "slow");
+      yield new Set([tinyio.timeout(slow, 10)]);
+      const results: unknown[] = [];
+      for (const next of yield tinyio.asCompleted([slow, returnAfter(50, "quick")])) results.push(yield next);
+      return results;
+    }
+    const error = thrownBy(() => run(main()));
+    assert.doesNotMatch(String((originalOf(error) as Error)?.message), /Deadlock/);
+    assert.ok(originalOf(error) instanceof tinyio.TimeoutError, `expected a TimeoutError, got ${kindOf(originalOf(error))}`);
+  });
+
+  it("keeps the bound of each nested timeout: the outer one interrupts the inner one, which interrupts its coroutine", () => {
+    const log: string[] = [];
+    function* slow(): Coro<string> {
+      try {
+        yield tinyio.sleep(1000);
+        return "slow";
+      } catch (error) {
+        log.push(`slow got ${kindOf(error)}`);
+        throw error;
+      }
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(tinyio.timeout(tinyio.timeout(slow(), 100), 10))));
+    assert.deepEqual(out, [undefined, false]);
+    assert.deepEqual(log, ["slow got TimeoutError"]);
+    assert.ok(ms < 500, `took ${ms.toFixed(0)} ms: the inner coroutine ran on`);
+  });
+
+  it("times out a wait itself: `timeout(event.wait(), 20)` and `timeout(sleep(300), 20)` give [undefined, false] at the deadline", () => {
+    const event = new tinyio.Event();
+    const outcomes: [unknown, number][] = [];
+    function* timed(what: Coro<void>): Coro<void> {
+      const start = performance.now();
+      const outcome = yield tinyio.timeout(what, 20);
+      outcomes.push([outcome, performance.now() - start]);
+    }
+    function* setLate(): Coro<void> {
+      yield tinyio.sleep(300);
+      event.set();
+    }
+    run(tinyio.all([timed(event.wait()), timed(tinyio.sleep(300)), setLate()]));
+    for (const [i, [outcome, ms]] of outcomes.entries()) {
+      assert.deepEqual(outcome, [undefined, false], `wait ${i}`);
+      assert.ok(ms < 200, `wait ${i}: the timeout returned after ${ms.toFixed(0)} ms`);
+    }
+    assert.equal(outcomes.length, 2);
   });
 });
 
@@ -1849,6 +2314,68 @@ describe("Synchronisation", () => {
     }
     assert.equal(run(main()), "returned without iterating");
     assert.deepEqual(log.sort(), ["x", "y"]);
+  });
+
+  it("never loses a permit to `using _ = yield semaphore.acquire()` timed out while it queues (100 trials), nor lets two hold it", () => {
+    // Each trial: a holder takes the permit for 5 ms, a second coroutine
+    // queues for it under a 1 ms timeout. Afterwards the permit must be free.
+    function* trial(): Coro<{ free: boolean; peak: number }> {
+      const semaphore = new tinyio.Semaphore(1);
+      let holders = 0;
+      let peak = 0;
+      function* holds(ms: number): Coro<void> {
+        using _ = yield semaphore.acquire();
+        peak = Math.max(peak, ++holders);
+        yield tinyio.sleep(ms);
+        holders--;
+      }
+      yield [holds(5), tinyio.timeout(holds(5), 1)];
+      const [permit, free] = yield tinyio.timeout(semaphore.acquire(), 100);
+      permit?.release();
+      return { free, peak };
+    }
+    function* main(): Coro<{ free: boolean; peak: number }[]> {
+      return yield Array.from({ length: 100 }, trial);
+    }
+    const trials = run(main());
+    assert.equal(trials.filter(({ free }) => !free).length, 0, "trials that lost the permit");
+    assert.equal(trials.filter(({ peak }) => peak > 1).length, 0, "trials where two held the permit at once");
+  });
+
+  it("never loses a permit of `using _ = yield semaphore.acquire()` when the loop crashes while it queues or just as the permit is handed over", () => {
+    const error = new Error("kaboom");
+    // Is the permit free once the crashed run is over?
+    const isFree = (semaphore: tinyio.Semaphore) => run(tinyio.timeout(semaphore.acquire(), 100))[1];
+    function* waiter(semaphore: tinyio.Semaphore): Coro<void> {
+      using _ = yield semaphore.acquire();
+      yield;
+    }
+    // Cancelled while it queues: the holder lets go only in its own cleanup.
+    const queued = new tinyio.Semaphore(1);
+    function* holdsUntilCancelled(): Coro<void> {
+      using _ = yield queued.acquire();
+      yield new tinyio.Event().wait();
+    }
+    thrownBy(() => run(tinyio.all([holdsUntilCancelled(), waiter(queued), failAfter(10, error)])));
+    assert.equal(isFree(queued), true, "cancelled while it queued");
+    // The crash comes right after the holder handed the permit over.
+    const handedOver = new tinyio.Semaphore(1);
+    function* handsOverThenCrashes(): Coro<void> {
+      const permit: tinyio.Release = yield handedOver.acquire();
+      yield;
+      permit.release();
+      yield;
+      throw error;
+    }
+    thrownBy(() => run(tinyio.all([handsOverThenCrashes(), waiter(handedOver)])));
+    assert.equal(isFree(handedOver), true, "the crash came as the permit was handed over");
+  });
+
+  it("says which item of a Set given to `asCompleted` is not a coroutine, rather than blaming the Set", () => {
+    const error = thrownBy(() => tinyio.asCompleted(new Set([1]) as unknown as Set<Coro>));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.doesNotMatch(error.message, /got an object \(Set\)/);
+    assert.match(error.message, /item|number 1/);
   });
 });
 
@@ -2295,6 +2822,161 @@ describe("Threads (worker_threads)", () => {
     assert.match(stderr, /boom in the child/);
     assert.ok(ms < 6000, `took ${ms.toFixed(0)} ms`);
   });
+
+  it("a worker that dies while idle is never handed a later call: default pool or ThreadPool(1), under run or toPromise", async () => {
+    // The worker dies 10-20 ms after its call returned: an unhandled
+    // rejection, or process.exit(3) in a timer. The next call on that pool
+    // must run on a live worker. (In children: a call on a dead worker hangs.)
+    const rejects = `(x: number) => { new Promise((_, reject) => setTimeout(() => reject(new Error("telemetry")), 10)); return x; }`;
+    const exits = `(x: number) => { setTimeout(() => process.exit(3), 20); return x; }`;
+    const cases: [string, string, string, string][] = [
+      ["unhandled rejection, default pool, run", rejects, "tinyio", "new tinyio.Loop().run(main())"],
+      ["process.exit, ThreadPool(1), run", exits, "new tinyio.ThreadPool(1)", "new tinyio.Loop().run(main())"],
+      ["process.exit, default pool, toPromise", exits, "tinyio", "await tinyio.toPromise(main())"],
+      ["unhandled rejection, ThreadPool(1), toPromise", rejects, "new tinyio.ThreadPool(1)", "await tinyio.toPromise(main())"],
+    ];
+    await everyCase(
+      cases.map(async ([what, dies, pool, drive]) => {
+        const lines = await linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          const pool = ${pool};
+          function* main(): tinyio.Coro<number> {
+            yield pool.runInThread(${dies}, 1);
+            yield tinyio.sleep(100);
+            return yield pool.runInThread((x: number) => x + 1, 2);
+          }
+          console.log(${drive});
+        `,
+        );
+        assert.deepEqual(lines, ["3"], what);
+      }),
+    );
+  });
+
+  it("a thread that runs out of memory ends its call with an error catchable under `yield*`, and the loop goes on, under run and toPromise", async () => {
+    // (In a child with a 100 MB heap, where a worker runs out in well under a second.)
+    const drivers: [string, string][] = [
+      ["run", "new tinyio.Loop().run(main())"],
+      ["toPromise", "await tinyio.toPromise(main())"],
+    ];
+    await everyCase(
+      drivers.map(async ([what, drive]) => {
+        const lines = await linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          function* main(): tinyio.Coro<string> {
+            let outcome: string;
+            try {
+              yield* tinyio.runInThread(() => { const hoard: number[][] = []; for (;;) hoard.push(new Array(100_000).fill(1)); });
+              outcome = "returned";
+            } catch (e) {
+              outcome = "caught " + (e instanceof Error ? "an Error" : String(e));
+            }
+            return outcome + ", then " + (yield tinyio.runInThread((x: number) => x + 1, 1));
+          }
+          console.log(${drive});
+        `,
+          { nodeArgs: ["--max-old-space-size=100"], ms: 10_000 },
+        );
+        assert.deepEqual(lines, ["caught an Error, then 2"], what);
+      }),
+    );
+  });
+
+  it("a thread that honours this.signal the usual Node way (an AbortError from timers/promises) has settled cleanly: its timeout gives [undefined, false]", () => {
+    function honours(this: tinyio.ThreadContext): Promise<string> {
+      return require("node:timers/promises").setTimeout(1000, "late", { signal: this.signal });
+    }
+    function* main(): Coro<unknown[]> {
+      const plain = yield tinyio.timeout(tinyio.runInThread(honours), 20);
+      const inline = yield* tinyio.timeout(tinyio.runInThread(honours), 20);
+      return [plain, inline];
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(main())));
+    assert.deepEqual(out, [
+      [undefined, false],
+      [undefined, false],
+    ]);
+    assert.ok(ms < 1500, `took ${ms.toFixed(0)} ms: the thread ran on`);
+  });
+
+  it("keeps a thread's grace period through a second interruption: a call timed out, then cancelled by a crash, settles before run throws", () => {
+    // The thread needs 100 ms to clean up once aborted (within the grace
+    // period); the crash comes 30 ms into that.
+    const settled = new Int32Array(new SharedArrayBuffer(4));
+    function* call(): Coro<void> {
+      yield* tinyio.runInThread(async function (this: tinyio.ThreadContext, settled: Int32Array) {
+        await new Promise((resolve) => this.signal.addEventListener("abort", resolve));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        Atomics.store(settled, 0, 1);
+      }, settled);
+    }
+    const error = new Error("kaboom");
+    const thrown = thrownBy(() => run(tinyio.all([tinyio.timeout(call(), 10), failAfter(40, error)])));
+    assert.equal(originalOf(thrown), error);
+    assert.equal(Atomics.load(settled, 0), 1, "run threw before the thread had settled");
+  });
+
+  it("what a thread prints comes out in order and is not lost, under run and under toPromise", async () => {
+    const expected = ["main 1", "thread 1", "main 2", "thread 2", "main 3", "thread 3", "main end", "after"];
+    const drivers: [string, string][] = [
+      ["run", "new tinyio.Loop().run(main())"],
+      ["toPromise", "await tinyio.toPromise(main())"],
+    ];
+    await everyCase(
+      drivers.map(async ([what, drive]) => {
+        const lines = await linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          function* main(): tinyio.Coro<void> {
+            for (let i = 1; i <= 3; i++) {
+              console.log("main " + i);
+              yield tinyio.runInThread((i: number) => { console.log("thread " + i); }, i);
+            }
+            console.log("main end");
+          }
+          ${drive};
+          console.log("after");
+        `,
+        );
+        assert.deepEqual(lines, expected, what);
+      }),
+    );
+  });
+
+  it("works under tsx: a fn with a `using` declaration (esbuild's __using and __callDispose helpers) runs in the thread", (t) => {
+    function usesUsing(): string[] {
+      const log: string[] = [];
+      {
+        using _ = { [Symbol.dispose]: () => void log.push("disposed") };
+        log.push("in block");
+      }
+      return log;
+    }
+    t.diagnostic(`source uses __callDispose: ${String(usesUsing).includes("__callDispose")}`);
+    assert.deepEqual(run(tinyio.runInThread(usesUsing)), ["in block", "disposed"]);
+  });
+
+  it("names a bound function without a double space in the error at the yield", () => {
+    const bound = function (x: number) {
+      return x;
+    }.bind(null);
+    function* main(): Coro<unknown> {
+      try {
+        yield* tinyio.runInThread(bound, 4);
+      } catch (error) {
+        return error;
+      }
+    }
+    const error = run(main());
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.doesNotMatch(error.message, / {2}/);
+  });
 });
 
 // Promises (Node's own event loop)
@@ -2566,6 +3248,60 @@ describe("Promises (Node's own event loop)", () => {
       clearInterval(interval);
     }
   });
+
+  it("lets Node's event loop run every few milliseconds of a busy loop however long each step is: 100 steps of 5 ms", async () => {
+    const turns: number[] = [];
+    const ticker = setInterval(() => turns.push(performance.now()), 1);
+    function* slowSteps(): Coro<void> {
+      for (let i = 0; i < 100; i++) {
+        const end = performance.now() + 5;
+        while (performance.now() < end);
+        yield;
+      }
+    }
+    const start = performance.now();
+    try {
+      await toPromiseWithin(slowSteps());
+    } finally {
+      clearInterval(ticker);
+    }
+    const end = performance.now();
+    const points = [start, ...turns.filter((t) => t > start && t < end), end];
+    const gap = Math.max(...points.slice(1).map((t, i) => t - points[i]!));
+    assert.ok(gap < 100, `Node's event loop had no turn for ${gap.toFixed(0)} ms of a ${(end - start).toFixed(0)} ms run`);
+  });
+
+  it("waits for deadlines of any length without a warning: `event.wait(Number.MAX_SAFE_INTEGER)` and a 40-day timeout", async () => {
+    // (setTimeout caps at about 24.8 days; beyond, Node warns and fires after
+    // 1 ms, so a loop that hands it the deadline warns, and polls, each time.)
+    const event = new tinyio.Event();
+    const outcomes: [unknown, number][] = [];
+    const warnings = await collectWarnings(async () => {
+      const timer = setTimeout(() => event.set(), 100);
+      const coros: Coro<unknown>[] = [event.wait(Number.MAX_SAFE_INTEGER), tinyio.timeout(returnAfter(100, "on time"), 40 * 24 * 3600 * 1000)];
+      try {
+        for (const coro of coros) {
+          const start = performance.now();
+          outcomes.push([await toPromiseWithin(coro), performance.now() - start]);
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+    });
+    assert.deepEqual(warnings, []);
+    assert.deepEqual(
+      outcomes.map(([value]) => value),
+      [undefined, ["on time", true]],
+    );
+    for (const [, ms] of outcomes) assert.ok(ms < 1000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it("names toPromise, not Loop.run, in the TypeError for a non-generator", async () => {
+    const error = await rejectionOf(tinyio.toPromise(42 as unknown as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /toPromise/);
+    assert.doesNotMatch(error.message, /Loop\.run/);
+  });
 });
 
 // Isolation
@@ -2723,6 +3459,54 @@ describe("Isolation", () => {
     assert.deepEqual(run(main()), ["once", ["once inside", true]]);
     assert.equal(runs, 1);
   });
+
+  it("finishes cancelling an isolate through a second interruption: a timed-out isolate cancelled by a crash still runs its finally and stops its thread", async () => {
+    // The isolated coroutine waits on a thread that spins forever; the
+    // timeout interrupts the isolate, and the crash comes while the nested
+    // loop is still cancelling. (In a child: a spinning worker left behind
+    // keeps the process alive.)
+    const [line] = await linesOfScript(
+      "timeout(isolate(...)) then a crash",
+      `
+      import * as tinyio from "TINYIO";
+      const log: string[] = [];
+      function* inner(): tinyio.Coro<void> {
+        try { yield tinyio.runInThread(() => { for (;;); }); }
+        finally { log.push("inner finally"); }
+      }
+      function* boom(): tinyio.Coro<void> { yield tinyio.sleep(40); throw new Error("boom"); }
+      try { new tinyio.Loop().run(tinyio.all([tinyio.timeout(tinyio.isolate(inner()), 10), boom()])); }
+      catch (e) { log.push("threw " + ((e instanceof AggregateError ? e.errors[0] : e) as Error).message); }
+      console.log(JSON.stringify(log));
+    `,
+    );
+    assert.deepEqual(JSON.parse(line!), ["inner finally", "threw boom"]);
+  });
+
+  it("names isolate, not Loop.run, in the TypeError for a non-generator", () => {
+    function* main(): Coro<unknown> {
+      try {
+        return yield* tinyio.isolate(42 as unknown as Coro);
+      } catch (error) {
+        return error;
+      }
+    }
+    let error: unknown;
+    try {
+      error = run(main());
+    } catch (thrown) {
+      error = thrown; // (a check at the call, outside the coroutine, is as good)
+    }
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /isolate/);
+    assert.doesNotMatch(error.message, /Loop\.run/);
+  });
+
+  it("checks at the call that copy is given a coroutine: `copy(42)` throws a TypeError", () => {
+    const error = thrownBy(() => tinyio.copy(42 as unknown as Coro));
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    assert.match(error.message, /copy/);
+  });
 });
 
 // Typed results
@@ -2794,5 +3578,12 @@ describe("Typed results", () => {
     }
     assert.equal(thrownBy(() => run(main())), error);
     assert.deepEqual(log, ["main got CancelledError"]);
+  });
+
+  it("checks at the call that `all` is given an array of coroutines: `all(new Set())` throws a TypeError", () => {
+    for (const notAnArray of [new Set(), new Set([addOne(1)])]) {
+      const error = thrownBy(() => tinyio.all(notAnArray as unknown as Coro[]));
+      assert.ok(error instanceof TypeError, `expected a TypeError, got ${kindOf(error)}`);
+    }
   });
 });
