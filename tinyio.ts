@@ -1158,30 +1158,28 @@ export function all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly
 // async, posts the answer on its port, and notifies the wake word so that a
 // loop asleep in `Atomics.wait` wakes up and reads the answer with
 // `receiveMessageOnPort` (the loop never needs Node's event loop to turn).
-// What the function prints goes straight to the process's stdout and
-// stderr, so it comes out at once and in order, even while the main thread
-// blocks. `__name`, `__using` and `__callDispose` are small versions of the
-// helpers that tsx (esbuild) inserts into compiled functions that name a
-// function or class, or use `using`.
+// Before it starts a call, it writes the call's number into `picked`, a
+// word of shared memory, so that we can tell a call that a dying worker had
+// taken from one it never received.
+//
+// What the function prints is written straight to the process's stdout and
+// stderr, so that it comes out at once and in order, even while the main
+// thread blocks (a worker's own streams would wait for the main thread's
+// event loop to turn). `__name`, `__using` and `__callDispose` are small
+// versions of the helpers that tsx (esbuild) puts into compiled functions
+// that name a function or class, or use `using`.
 const WORKER_SOURCE = `(() => { // (a function scope, so that these names stay hidden from fn)
 const { workerData: { wake, port, picked } } = require("node:worker_threads");
 const { writeSync } = require("node:fs");
 globalThis.require ??= require; // (Bun scopes require to this script; fn may need it)
 const nap = new Int32Array(new SharedArrayBuffer(4));
-for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]]) stream.write = (chunk, encoding, callback) => {
-  const bytes = typeof chunk === "string" ? Buffer.from(chunk, typeof encoding === "string" ? encoding : "utf8") : chunk;
-  for (let at = 0; at < bytes.length; ) try { at += writeSync(fd, bytes, at); } catch (e) { if (e.code !== "EAGAIN") throw e; Atomics.wait(nap, 0, 0, 1); }
-  (typeof encoding === "function" ? encoding : callback)?.();
-  return true;
-};
+const writeAll = (fd, bytes) => { for (let at = 0; at < bytes.length; ) try { at += writeSync(fd, bytes, at); } catch (e) { if (e.code !== "EAGAIN") throw e; Atomics.wait(nap, 0, 0, 1); } };
+for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]]) stream.write = (chunk, encoding, done) => (writeAll(fd, Buffer.from(chunk, typeof encoding === "string" ? encoding : undefined)), [encoding, done].find((f) => typeof f === "function")?.(), true);
 const __name = (fn, name) => Object.defineProperty(fn, "name", { value: name, configurable: true });
 const __using = (stack, value, async) => (value != null && stack.push([async, (async && value[Symbol.asyncDispose]) || value[Symbol.dispose], value]), value);
 const __callDispose = (stack, error, hasError) => {
   const fail = (e) => { error = hasError ? Object.assign(new Error("An error was suppressed during disposal."), { name: "SuppressedError", error: e, suppressed: error }) : e; hasError = true; };
-  const next = () => {
-    for (let entry; (entry = stack.pop()); ) try { const result = entry[1]?.call(entry[2]); if (entry[0]) return Promise.resolve(result).then(next, (e) => (fail(e), next())); } catch (e) { fail(e); }
-    if (hasError) throw error;
-  };
+  const next = () => { for (let entry; (entry = stack.pop()); ) try { const result = entry[1]?.call(entry[2]); if (entry[0]) return Promise.resolve(result).then(next, (e) => (fail(e), next())); } catch (e) { fail(e); } if (hasError) throw error; };
   return next();
 };
 class CancelledError extends Error { name = "CancelledError"; }
@@ -1196,7 +1194,7 @@ function answer(message) {
 }
 port.on("message", async ({ source, args, seq, abort }) => {
   if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
-  Atomics.store(picked, 0, seq); // (so that the loop knows this call reached a live worker)
+  Atomics.store(picked, 0, seq);
   running = true;
   controller = new AbortController();
   const signal = controller.signal;
@@ -1221,12 +1219,13 @@ process.on("exit", (code) => running && answer({ exit: code, error: fatal && des
 })();`;
 
 // How does the loop learn that a worker died, when it died of something
-// that runs no code of its own (out of memory, say), and the main thread is
-// blocked in `Atomics.wait`, deaf to Node's `exit` event? Every worker holds
-// one end of a "lifeline" channel; the other end is held by a supervisor, a
-// tiny thread whose event loop is always free. When a worker dies, for any
-// reason, its end closes, and the supervisor reports the worker's id and
-// notifies the wake word. (Calls still go straight to each worker.)
+// that runs none of its own code (out of memory, say), and the main thread
+// is blocked in `Atomics.wait`, deaf to Node's `exit` event? Every worker
+// holds one end of a "lifeline" channel, and a supervisor holds the other:
+// a tiny thread whose event loop is always free. When a worker dies, for
+// any reason, its end closes, and the supervisor reports the worker's id
+// and notifies the wake word. (Calls still go straight to each worker, and
+// workers start as fast as ever: the supervisor only listens.)
 const SUPERVISOR_SOURCE = `const { workerData: { wake, deaths }, parentPort } = require("node:worker_threads");
 parentPort.on("message", ({ id, lifeline }) => lifeline.on("close", () => { deaths.postMessage(id); Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }));`;
 
@@ -1243,24 +1242,21 @@ export type ThreadContext = {
   signal: AbortSignal;
 };
 
-// The main side of one worker, and of the call it runs. A worker is `busy`
-// from when a call is posted to it until its answer has been read; `picked`
-// is a shared word where the worker writes the number of the call it took.
+// The main side of a worker, and of the one call it runs at a time (its
+// number `seq`, the event `done` that its answer sets). A worker is `busy`
+// from when a call is posted to it until its answer has been read.
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number; died?: true; retry?: true };
-type Call = { done: Event; seq: number; answer?: Answer };
-type Thread = { id: number; worker: Worker; port: MessagePort; picked: Int32Array; call?: Call; dead: boolean; idleSince: number };
-const threads = new Map<number, Thread>(); // every worker not yet reported dead
+type Thread = { id: number; worker: Worker; port: MessagePort; picked: Int32Array; seq: number; done: Event; answer?: Answer; dead: boolean; idleSince: number };
+const threads = new Map<number, Thread>(); // every worker not yet reported dead, by id
 const busy = new Set<Thread>();
 let supervisor: { worker: Worker; deaths: MessagePort } | undefined;
 let lastId = 0;
-let lastSeq = 0;
 
 function spawn(): Thread {
   if (supervisor === undefined) {
     const { port1, port2 } = new MessageChannel();
-    const worker = new Worker(SUPERVISOR_SOURCE, { eval: true, execArgv: [], workerData: { wake, deaths: port2 }, transferList: [port2] });
-    worker.unref();
-    supervisor = { worker, deaths: port1 };
+    supervisor = { worker: new Worker(SUPERVISOR_SOURCE, { eval: true, execArgv: [], workerData: { wake, deaths: port2 }, transferList: [port2] }), deaths: port1 };
+    supervisor.worker.unref();
   }
   const { port1, port2 } = new MessageChannel();
   const lifeline = new MessageChannel();
@@ -1268,16 +1264,16 @@ function spawn(): Thread {
   const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
   worker.on("error", () => {}); // (its death reaches us through the lifeline)
   worker.unref();
-  const thread: Thread = { id: ++lastId, worker, port: port1, picked, dead: false, idleSince: 0 };
+  const thread: Thread = { id: ++lastId, worker, port: port1, picked, seq: 0, done: new Event(), dead: false, idleSince: 0 };
   supervisor.worker.postMessage({ id: thread.id, lifeline: lifeline.port1 }, [lifeline.port1]);
   threads.set(thread.id, thread);
   return thread;
 }
 
 // The loop calls this whenever the wake word has moved while calls are out:
-// read the answers, then the deaths. A worker that died with a call still
-// out either answered first, or had taken the call (which then ends with
-// an error), or never got it: then the call is posted again, elsewhere.
+// read the answers, then the deaths. A worker that died with a call out had
+// answered it just before, or had taken it (the call then fails), or never
+// received it: then it is posted again, to another worker.
 function pollThreads(): void {
   for (const thread of busy) {
     const received = receiveMessageOnPort(thread.port);
@@ -1287,26 +1283,25 @@ function pollThreads(): void {
     const thread = threads.get(death.message as number)!;
     threads.delete(thread.id);
     thread.dead = true;
-    if (!busy.has(thread)) continue;
-    const last = receiveMessageOnPort(thread.port);
-    answered(thread, (last?.message as Answer) ?? (Atomics.load(thread.picked, 0) === thread.call!.seq ? { died: true } : { retry: true }));
+    const last = receiveMessageOnPort(thread.port)?.message as Answer | undefined;
+    if (busy.has(thread)) answered(thread, last ?? (Atomics.load(thread.picked, 0) === thread.seq ? { died: true } : { retry: true }));
   }
 }
 
 function answered(thread: Thread, answer: Answer): void {
   busy.delete(thread);
-  thread.call!.answer = answer;
-  thread.call!.done.set();
+  thread.answer = answer;
+  thread.done.set();
 }
 
 // A call's result, or the thread's error rebuilt here, with its name,
 // message and the thread's own stack.
 function resultOf({ value, error, exit, died }: Answer): unknown {
   if (error === undefined && exit === undefined && !died) return value;
-  const message = died ? "The thread died before it answered: it ran out of memory, or was terminated." : `The thread exited with code ${exit} before the function returned.`;
-  const { name, message: text, stack } = error ?? { name: "Error", message, stack: "" };
+  const lost = died ? "The thread died before it answered: it ran out of memory, or was terminated." : `The thread exited with code ${exit} before the function returned.`;
+  const { name, message, stack } = error ?? { name: "Error", message: lost, stack: "" };
   const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
-  throw Object.assign(new Error(text + hint), { name, stack: stack ? stack.replace(text, text + hint) : `${name}: ${text}` });
+  throw Object.assign(new Error(message + hint), { name, stack: stack ? stack.replace(message, message + hint) : `${name}: ${message}` });
 }
 
 /**
@@ -1335,21 +1330,13 @@ export class ThreadPool {
   /** Runs `fn(...args)` on a worker of this pool; see {@link runInThread}. */
   *runInThread<A extends unknown[], R>(fn: (this: ThreadContext, ...args: A) => R, ...args: A): Coro<Awaited<R>> {
     const source = sourceOf(fn);
-    const permit: Release = yield* this.#slots.acquire();
-    let thread: Thread | undefined;
-    let answer: Answer | undefined;
+    const permit = yield* this.#slots.acquire();
     try {
-      do {
-        thread = this.#take();
-        answer = yield* callOn(thread, source, args);
-      } while (answer.retry);
-      return resultOf(answer) as Awaited<R>;
+      for (;;) {
+        const answer = yield* call(this.#take(), source, args, this.#idle);
+        if (!answer.retry) return resultOf(answer) as Awaited<R>;
+      }
     } finally {
-      // A worker is kept for the next call only if it answered normally.
-      if (thread !== undefined && !thread.dead && answer !== undefined && "value" in answer) {
-        thread.idleSince = performance.now();
-        this.#idle.push(thread);
-      } else if (thread !== undefined) retire(thread);
       permit.release();
     }
   }
@@ -1373,40 +1360,44 @@ function retire(thread: Thread): void {
   void thread.worker.terminate();
 }
 
-// One call on one worker: post it, and wait for the answer.
-function* callOn(thread: Thread, source: string, args: unknown[]): Coro<Answer> {
-  const call: Call = { done: new Event(), seq: ++lastSeq };
+// One call on one worker: post it, and wait for its answer. Then the worker
+// goes back to `idle` if it answered normally, and is retired otherwise.
+function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]): Coro<Answer> {
+  thread.answer = undefined;
+  thread.done = new Event();
   try {
-    thread.port.postMessage({ source, args, seq: call.seq });
+    thread.port.postMessage({ source, args, seq: ++thread.seq });
   } catch (error) {
     throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${describe(error)}).`);
   }
-  thread.call = call;
   busy.add(thread);
   thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
   try {
-    yield call.done.wait();
-    return call.answer!;
+    yield thread.done.wait();
+    return thread.answer!;
   } catch (reason) {
     // Cancelled (or timed out) at our `yield` while the thread works: ask
     // it to stop, and give it the grace period to settle; failing that,
-    // terminate its worker and wait for the supervisor to report it dead.
+    // terminate its worker, and wait for the supervisor to report it dead.
     // Only then does the error go on, so whoever waits on this call knows
     // the thread has stopped. These waits are shielded: a cancelled
     // coroutine may yield them, and a crash or timeout does not cut them short.
     if (busy.has(thread)) {
       thread.port.postMessage({ abort: true });
-      yield shielded(call.done.wait(CANCEL_GRACE_MS));
-      if (call.answer === undefined) {
+      yield shielded(thread.done.wait(CANCEL_GRACE_MS));
+      if (thread.answer === undefined) {
         retire(thread);
-        yield shielded(call.done.wait(CANCEL_GRACE_MS));
+        yield shielded(thread.done.wait(CANCEL_GRACE_MS));
       }
-      if (call.answer?.error !== undefined) resultOf(call.answer); // the thread's own error, from its cleanup
+      const answer = thread.answer as Answer | undefined; // (set meanwhile, by `pollThreads`)
+      if (answer?.error !== undefined) resultOf(answer); // the thread's own error, from its cleanup
     }
     throw reason;
   } finally {
     busy.delete(thread);
     thread.worker.unref();
+    if (thread.dead || thread.answer === undefined || !("value" in thread.answer)) retire(thread);
+    else idle.push(Object.assign(thread, { idleSince: performance.now() }));
   }
 }
 
