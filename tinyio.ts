@@ -130,10 +130,7 @@ const NONE: unique symbol = Symbol("none");
 // nothing polls. Worker threads get the same buffer, so they can wake us.
 const wake = new Int32Array(new SharedArrayBuffer(4));
 
-function notify(): void {
-  Atomics.add(wake, 0, 1);
-  Atomics.notify(wake, 0);
-}
+function notify(): void { Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }
 
 // Tasks: one record per coroutine
 // -------------------------------
@@ -173,10 +170,7 @@ class Task {
   cancelled: CancelledError | null = null;
   // Whether a timeout interrupted it (see `timeout`).
   interrupted = false;
-  constructor(coro: Coro, loop: Loop) {
-    this.coro = coro;
-    this.loop = loop;
-  }
+  constructor(coro: Coro, loop: Loop) { this.coro = coro; this.loop = loop; }
 
   countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
@@ -185,14 +179,12 @@ const records = new WeakMap<object, Task>();
 
 // A coroutine "timed out" when a timeout interrupted it and it then ended
 // with a TimeoutError: a fact about the task, recorded on it, not about an
-// error object, which may travel anywhere. `isTimeoutOf` asks whether an
-// error thrown at a `yield coro` is that outcome (and not, say, a
-// CancelledError that came instead).
-const timedOut = (task: Task | undefined): task is Task => task !== undefined && task.state === FAILED && task.interrupted && task.result instanceof TimeoutError;
-const isTimeoutOf = (coro: Coro, error: unknown): boolean => {
-  const task = records.get(coro);
-  return timedOut(task) && task.result === error;
-};
+// error object, which may travel anywhere.
+const timedOut = (task: Task | undefined): boolean => task?.state === FAILED && task.interrupted && task.result instanceof TimeoutError;
+
+// Whether `error`, thrown at a `yield coro`, is the outcome of `coro` timing
+// out (and not, say, a CancelledError that came instead).
+const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(records.get(coro)) && records.get(coro)!.result === error;
 
 // Most places take "what a task waits on" as a list.
 const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
@@ -233,7 +225,6 @@ class Wait {
   value: unknown = undefined;
   fired = false;
   used = false;
-  dropped = false;
   // A shielded wait is not cut short by a crash or a timeout: it is how a
   // thread call gives its thread the grace period, and how `isolate` waits
   // for its nested loop to finish cancelling.
@@ -259,17 +250,11 @@ class Wait {
     task?.countDown();
   }
 
-  drop(): void {
-    if (this.dropped) return;
-    this.dropped = true;
-    this.source.drop(this);
-  }
+  // (A wait is dropped once: after that, it has no source to tell.)
+  drop(): void { this.source.drop(this); this.source = never; }
 
   // Its deadline passed, or the loop crashed: it ends without a value.
-  expire(): void {
-    this.drop();
-    this.fire();
-  }
+  expire(): void { this.drop(); this.fire(); }
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
   // a coroutine can (`yield*`, `loop.run`): its first `next()` hands the wait
@@ -279,18 +264,12 @@ class Wait {
     return this.used ? { value, done: true } : { value: this, done: false };
   }
   throw(error: unknown): never { throw error; }
-  return(value?: unknown): IteratorResult<Wait, unknown> {
-    this.used = true;
-    return { value, done: true };
-  }
   [Symbol.iterator](): this { return this; }
 }
 
 // Marks a wait as one that a crash or a timeout does not cut short.
-function shielded(wait: Coro<void>): Coro<void> {
-  (wait as unknown as Wait).shield = true;
-  return wait;
-}
+function shielded(wait: Coro<void>): Coro<void> { (wait as unknown as Wait).shield = true; return wait; }
+
 
 // A wait is not a task, so it has no record to time out or to copy: where
 // we need one, we wrap the wait in a coroutine of its own.
@@ -305,11 +284,8 @@ function asCoro<T>(coro: Coro<T>): Coro<T> {
 // that a million such waits cannot pile up, the loop sweeps them out
 // whenever the heap has doubled; see `addTimer`.)
 function heapPush(heap: Wait[], wait: Wait): void {
-  let i = heap.push(wait) - 1;
-  for (let parent = (i - 1) >> 1; i > 0 && heap[parent]!.deadline > wait.deadline; parent = (i - 1) >> 1) {
-    heap[i] = heap[parent]!;
-    i = parent;
-  }
+  let i = heap.push(wait) - 1; // a hole at the bottom, which rises past later deadlines
+  for (let parent = (i - 1) >> 1; i > 0 && heap[parent]!.deadline > wait.deadline; i = parent, parent = (i - 1) >> 1) heap[i] = heap[parent]!;
   heap[i] = wait;
 }
 
@@ -379,8 +355,7 @@ export class Event implements Source {
    * @param timeoutMs optional; a non-negative number of milliseconds.
    */
   wait(timeoutMs?: number): Coro<void> {
-    if (timeoutMs !== undefined) checkMs(timeoutMs, "event.wait(timeoutMs)");
-    return new Wait(this, timeoutMs ?? Infinity) as unknown as Coro<void>;
+    return new Wait(this, timeoutMs === undefined ? Infinity : checkMs(timeoutMs, "event.wait(timeoutMs)")) as unknown as Coro<void>;
   }
 
   /** @internal */ add(wait: Wait): void { this.#flag ? wait.fire() : this.waits.add(wait); }
@@ -460,8 +435,7 @@ export class Loop {
 
   /** @internal Checks the arguments, then hands back the stepping core. */
   start(coro: Coro, options: RunOptions | null | undefined, blocking: boolean, who: string): Generator<number, any, void> {
-    const problem = notACoro(coro, `${who}(coro)`);
-    if (problem !== null) throw problem;
+    mustBeCoro(coro, `${who}(coro)`);
     if (this.#running) throw new Error("This loop is currently running: a coroutine cannot run the loop it runs on. To wait for a coroutine, yield it; to run a separate loop inside a coroutine, make a new Loop().");
     const task = records.get(coro);
     if (task?.state === RUNNING) throw new Error(ELSEWHERE);
@@ -518,13 +492,7 @@ export class Loop {
       current = outer;
       // Closed early by its driver (`isolate`'s own coroutine was closed):
       // close every coroutine we would otherwise abandon.
-      for (const task of this.live) {
-        for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait) item.drop();
-        this.#close(task);
-        task.state = FAILED;
-        task.result = new CancelledError("Abandoned: the loop running this coroutine was closed before it finished.");
-      }
-      this.live.clear();
+      for (const task of this.live) this.#close(task), this.#finish(task, new CancelledError("Closed, with the loop that ran it."), true);
       this.queue = [];
       this.timers = [];
       this.crash = null;
@@ -567,10 +535,7 @@ export class Loop {
   }
 
   /** @internal Queues a task whose count reached zero. */
-  wake(task: Task): void {
-    this.queue.push(task);
-    this.parked?.set();
-  }
+  wake(task: Task): void { this.queue.push(task); this.parked?.set(); }
 
   #start(coro: Coro): Task {
     const task = new Task(coro, this);
@@ -599,7 +564,8 @@ export class Loop {
       return this.#finish(task, error, true);
     }
     if (swallowed) {
-      warnSwallowed(done ? `returned ${describe(value)}` : `yielded ${describe(value)}`);
+      const what = done ? `returned ${describe(value)}` : `yielded ${describe(value)}`;
+      process.emitWarning(`A tinyio coroutine was cancelled, and ${what} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it, and has closed it with return() so that its remaining finally blocks ran.`, "TinyioWarning");
       if (!done) this.#close(task);
       this.#finish(task, task.cancelled, true);
     } else if (done) this.#finish(task, value, false);
@@ -643,7 +609,8 @@ export class Loop {
     } catch (error) {
       items = new TypeError(`A tinyio coroutine yielded an object that the loop cannot inspect (reading it threw ${describe(error)}).`, { cause: error });
     }
-    if (items instanceof Error) return this.#throwIn(task, items);
+    // A mistake is thrown in at that `yield`, next turn.
+    if (items instanceof Error) return void ((task.error = items), this.queue.push(task));
     // `yield new Set([...])` starts what is new, and goes on at once.
     if (background) {
       for (const item of items) if (!(item instanceof Task)) this.#start(item as Coro);
@@ -656,9 +623,9 @@ export class Loop {
     task.count = items.length + 1;
     for (let i = 0; i < items.length; i++) {
       let item = items[i]!;
+      // (The same wait twice in one gather: registered once, counted once.)
       if (item instanceof Wait) {
-        if (item.used) task.count--; // the same wait twice in one gather: once is enough
-        else item.register(task);
+        item.used ? task.count-- : item.register(task);
         continue;
       }
       // New (or a second mention of one just started), running, or done.
@@ -678,19 +645,13 @@ export class Loop {
   #read(task: Task, yielded: unknown, list: unknown[], background: boolean): (Task | Wait | Coro)[] | Error {
     const items: (Task | Wait | Coro)[] = [];
     for (const item of list) {
-      if (item instanceof Wait ? item.used : notACoro(item, "") !== null) return invalidYield(yielded, list, this.blocking);
+      if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
       const dep = item instanceof Wait ? undefined : records.get(item as Coro);
       if (dep?.state === RUNNING && dep.loop !== this) return new Error(ELSEWHERE);
       if (dep?.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
       items.push(dep ?? (item as Wait | Coro));
     }
     return items;
-  }
-
-  // The task that just yielded gets the error at that `yield`, next turn.
-  #throwIn(task: Task, error: unknown): void {
-    task.error = error;
-    this.queue.push(task);
   }
 
   /**
@@ -736,7 +697,7 @@ export class Loop {
     try {
       for (let tries = 0; tries < 8 && task.coro.return?.(undefined)?.done === false; tries++);
     } catch (error) {
-      this.#crash(error);
+      this.#crash(error); // (an error while closing counts as one raised while cancelling)
     }
   }
 
@@ -788,70 +749,47 @@ function valueOf(item: Task | Wait): unknown {
 }
 
 // Cycles: a coroutine that yields a running one closes a cycle if that one
-// already waits on it, through any chain. Two walks take a step each in
-// turn: down from `dep` along what each task waits on, up from `task` along
-// its waiters. The chain exists if they meet; the walk that runs out first
-// proves it does not. So a check costs about twice the shorter walk: N
-// coroutines yielding one running coroutine that gathers N jobs cost each
-// yielder its own few waiters, not the N jobs.
+// already waits on it, through any chain; that is, if the yielded one is
+// among those that wait, directly or not, on the yielder. So we walk up
+// from the yielder along its waiters. A coroutine that nobody waits on
+// costs one look, whatever it yields: N coroutines yielding one running
+// coroutine that gathers N jobs cost each yielder its own few waiters. (The
+// Set is also the walk's queue: its iterator visits what is added to it.)
 function closesCycle(task: Task, dep: Task): boolean {
-  const below = new Set<Task>();
-  const above = new Set<Task>();
-  const down = walk(dep, (t) => itemsOf(t.waitingOn).filter((item) => item instanceof Task), below);
-  const up = walk(task, (t) => t.waiters ?? [], above);
-  for (;;) {
-    const d = down.next();
-    if (d.done) return false;
-    if (above.has(d.value)) return true;
-    const u = up.next();
-    if (u.done) return false;
-    if (below.has(u.value)) return true;
+  const above = new Set([task]);
+  for (const waiting of above) {
+    if (waiting === dep) return true;
+    for (const waiter of waiting.waiters ?? []) above.add(waiter);
   }
-}
-
-function* walk(from: Task, next: (task: Task) => Task[], seen: Set<Task>): Generator<Task, void> {
-  const todo = [from];
-  seen.add(from);
-  yield from;
-  for (let i = 0; i < todo.length; i++) {
-    for (const task of next(todo[i]!)) {
-      if (seen.has(task)) continue;
-      seen.add(task);
-      todo.push(task);
-      yield task;
-    }
-  }
+  return false;
 }
 
 const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
 const ELSEWHERE = "This coroutine is running on another tinyio loop right now, and a coroutine belongs to one loop while it runs. To hand its result to an isolated loop, wrap it: yield tinyio.copy(coro).";
 
-function warnSwallowed(what: string): void {
-  process.emitWarning(`A tinyio coroutine was cancelled, and ${what} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it, and has closed it with return() so that its remaining finally blocks ran.`, "TinyioWarning");
+// The error for a yield the loop cannot wait on, naming the item that is
+// wrong, with a hint for the usual mistakes.
+function invalidYield(yielded: unknown, items: unknown[]): TypeError {
+  const index = items.findIndex((item) => whyNotACoro(item) !== null);
+  const what = Array.isArray(yielded) || yielded instanceof Set ? `${Array.isArray(yielded) ? "an array" : "a Set"} whose item ${index} is ${describe(items[index])}` : describe(yielded);
+  return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`. ${whyNotACoro(items[index])}`.trimEnd());
 }
 
-// The error for a yield the loop cannot wait on, with a hint for the usual
-// mistakes.
-function invalidYield(yielded: unknown, items: unknown[], blocking: boolean): TypeError {
-  const index = items.findIndex((item) => (item instanceof Wait ? item.used : notACoro(item, "") !== null));
-  const item = items[index];
-  let what = describe(yielded);
-  if (Array.isArray(yielded) || yielded instanceof Set) what = `${Array.isArray(yielded) ? "an array" : "a Set"} whose item ${index} is ${describe(item)}`;
-  let hint = ` ${notACoro(item, "")?.message ?? ""}`;
-  if (item instanceof Wait) hint = " That wait was yielded already: each `event.wait()` or `sleep()` can be yielded once; make a new one to wait again.";
-  else if (isPromise(item)) hint = blocking ? " A Promise cannot settle while the synchronous `Loop.run` blocks the thread: run the loop with `tinyio.toPromise(...)` and wait with `yield tinyio.fromPromise(promise)`." : " Wait for a promise with `yield tinyio.fromPromise(promise)`.";
-  return new TypeError(`A tinyio coroutine yielded ${what}. A coroutine may yield nothing (\`yield;\`), a coroutine, an array of coroutines (to wait for all), a Set of coroutines (to start them in the background), or a wait such as \`event.wait()\`.${hint.trimEnd()}`);
-}
-
-// Why `value` is not a coroutine, as an error naming `where` (or null if it
-// is one). Duck typing, as elsewhere in JavaScript: a coroutine is anything
-// with `next` and `throw`, except an async generator, which has them too.
-function notACoro(value: unknown, where: string): TypeError | null {
+// Why `value` is not a coroutine (null if it is one). Duck typing, as
+// elsewhere in JavaScript: a coroutine is anything with `next` and `throw`,
+// except an async generator, which has them too.
+function whyNotACoro(value: unknown): string | null {
+  if (value instanceof Wait) return value.used ? "That wait was yielded already: each `event.wait()` or `sleep()` can be yielded once; make a new one to wait again." : null;
+  if (isPromise(value)) return "Wait for a promise with `yield tinyio.fromPromise(promise)`, in a loop run by `tinyio.toPromise(...)`: under the synchronous `Loop.run`, which blocks the thread, no promise can settle.";
   const v = value as Coro;
-  if (typeof v?.next === "function" && typeof v.throw === "function" && !(Symbol.asyncIterator in v)) return null;
-  let hint = typeof value === "function" ? "Did you forget to call it (`yield work()` rather than `yield work`)?" : "";
-  if (typeof v?.next === "function") hint = Symbol.asyncIterator in v ? "An async generator (`async function*`) is not a tinyio coroutine: drop the `async`, and wait for promises with `yield tinyio.fromPromise(...)`." : "It has next() but no throw(), so it is not a generator.";
-  return new TypeError(where === "" ? hint : `${where} needs a coroutine (a generator object), but got ${describe(value)}. ${hint || "Did you forget to call the generator function: main() rather than main?"}`);
+  if (typeof v?.next !== "function") return typeof value === "function" ? "Did you forget to call it (`yield work()` rather than `yield work`)?" : "";
+  if (Symbol.asyncIterator in v) return "An async generator (`async function*`) is not a tinyio coroutine: drop the `async`, and wait for promises with `yield tinyio.fromPromise(...)`.";
+  return typeof v.throw === "function" ? null : "It has next() but no throw(), so it is not a generator.";
+}
+
+function mustBeCoro(value: unknown, where: string): void {
+  const why = whyNotACoro(value);
+  if (why !== null) throw new TypeError(`${where} needs a coroutine (a generator object), but got ${describe(value)}. ${why || "Did you forget to call the generator function: main() rather than main?"}`);
 }
 
 // What a value is, in words, for error messages. Never throws, whatever
@@ -872,9 +810,10 @@ function describe(value: unknown): string {
 
 const isPromise = (value: unknown): value is PromiseLike<unknown> => typeof (value as PromiseLike<unknown>)?.then === "function";
 
-function checkMs(ms: unknown, where: string): void {
+function checkMs(ms: unknown, where: string): number {
   if (typeof ms !== "number") throw new TypeError(`${where} takes a number of milliseconds, but got ${describe(ms)}.`);
   if (!(ms >= 0)) throw new RangeError(`${where} takes a non-negative number of milliseconds, but got ${ms}.`);
+  return ms;
 }
 
 function checkCount(n: unknown, where: string): number {
@@ -901,8 +840,7 @@ function checkCount(n: unknown, where: string): number {
  * ```
  */
 export function sleep(ms: number): Coro<void> {
-  checkMs(ms, "sleep(ms)");
-  return new Wait(never, ms) as unknown as Coro<void>;
+  return new Wait(never, checkMs(ms, "sleep(ms)")) as unknown as Coro<void>;
 }
 
 // A sleep is a wait that nothing fires, so that only its deadline ends it.
@@ -923,10 +861,8 @@ const never: Source = { add() {}, drop() {} };
  * ```
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
-  const problem = notACoro(coro, "timeout(coro, ms)");
-  if (problem !== null) throw problem;
-  checkMs(ms, "timeout(coro, ms)");
-  return timeoutCoro(asCoro(coro), ms);
+  mustBeCoro(coro, "timeout(coro, ms)");
+  return timeoutCoro(asCoro(coro), checkMs(ms, "timeout(coro, ms)"));
 }
 
 // We wait for `coro` itself, so that the loop sees the edge (a cycle through
@@ -995,23 +931,10 @@ export interface Release {
  * console.log(new tinyio.Loop().run(main())); // [1, 2, 3]
  * ```
  */
-export class Semaphore {
+export class Semaphore implements Source {
+  // Invariant: permits are `#free` only while nobody queues for one.
   #free: number;
   #queue: Wait[] = [];
-  // The source of every acquire's wait. Invariant: permits are free only
-  // while nobody queues for one.
-  #source: Source = {
-    add: (wait) => {
-      if (this.#free === 0) return void this.#queue.push(wait);
-      this.#free--;
-      wait.fire(this.#permit());
-    },
-    // A wait not yet fired is in the queue; a fired one holds a permit.
-    drop: (wait) => {
-      if (wait.fired) this.#release();
-      else this.#queue.splice(this.#queue.indexOf(wait), 1);
-    },
-  };
 
   /** @param value how many may hold a permit at once: a positive integer. */
   constructor(value: number) {
@@ -1024,17 +947,15 @@ export class Semaphore {
    * safe: a permit handed to a caller that is timed out or cancelled before
    * it runs goes to the next in line.
    */
-  acquire(): Coro<Release> {
-    return new Wait(this.#source, Infinity) as unknown as Coro<Release>;
-  }
+  acquire(): Coro<Release> { return new Wait(this, Infinity) as unknown as Coro<Release>; }
+
+  /** @internal */ add(wait: Wait): void { this.#free > 0 ? (this.#free--, wait.fire(this.#permit())) : this.#queue.push(wait); }
+  // (A wait not yet fired is in the queue; a fired one holds a permit.)
+  /** @internal */ drop(wait: Wait): void { wait.fired ? this.#release() : this.#queue.splice(this.#queue.indexOf(wait), 1); }
 
   #permit(): Release {
     let released = false;
-    const release = () => {
-      if (released) throw new Error("This semaphore permit was released already; release each permit once.");
-      released = true;
-      this.#release();
-    };
+    const release = () => { if (released) throw new Error("This semaphore permit was released already; release each permit once."); released = true; this.#release(); };
     return { release, [Symbol.dispose]: () => released || release() };
   }
 
@@ -1107,10 +1028,7 @@ export class Barrier {
 export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<Coro<T>>> {
   if (!(coros instanceof Set || Array.isArray(coros))) throw new TypeError(`asCompleted(coros) needs a Set or an array of coroutines, but got ${describe(coros)}.`);
   const list = [...coros];
-  for (const [i, coro] of list.entries()) {
-    const problem = notACoro(coro, `asCompleted(coros), item ${i}:`);
-    if (problem !== null) throw problem;
-  }
+  list.forEach((coro, i) => mustBeCoro(coro, `asCompleted(coros), item ${i}:`));
   return asCompletedCoro(list.map(asCoro));
 }
 
@@ -1196,8 +1114,7 @@ port.on("message", async ({ source, args, seq, abort }) => {
   if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
   Atomics.store(picked, 0, seq);
   running = true;
-  controller = new AbortController();
-  const signal = controller.signal;
+  const { signal } = (controller = new AbortController());
   try {
     let fn = compiled.get(source);
     try { fn ??= new Function("__name", "__using", "__callDispose", "return (" + source + "\\n);")(__name, __using, __callDispose); }
@@ -1262,8 +1179,7 @@ function spawn(): Thread {
   const lifeline = new MessageChannel();
   const picked = new Int32Array(new SharedArrayBuffer(4));
   const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
-  worker.on("error", () => {}); // (its death reaches us through the lifeline)
-  worker.unref();
+  worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
   const thread: Thread = { id: ++lastId, worker, port: port1, picked, seq: 0, done: new Event(), dead: false, idleSince: 0 };
   supervisor.worker.postMessage({ id: thread.id, lifeline: lifeline.port1 }, [lifeline.port1]);
   threads.set(thread.id, thread);
@@ -1288,11 +1204,7 @@ function pollThreads(): void {
   }
 }
 
-function answered(thread: Thread, answer: Answer): void {
-  busy.delete(thread);
-  thread.answer = answer;
-  thread.done.set();
-}
+function answered(thread: Thread, answer: Answer): void { busy.delete(thread); thread.answer = answer; thread.done.set(); }
 
 // A call's result, or the thread's error rebuilt here, with its name,
 // message and the thread's own stack.
@@ -1355,10 +1267,7 @@ export class ThreadPool {
   }
 }
 
-function retire(thread: Thread): void {
-  thread.dead = true;
-  void thread.worker.terminate();
-}
+function retire(thread: Thread): void { thread.dead = true; void thread.worker.terminate(); }
 
 // One call on one worker: post it, and wait for its answer. Then the worker
 // goes back to `idle` if it answered normally, and is retired otherwise.
@@ -1558,14 +1467,12 @@ export function fromPromise<T>(promise: PromiseLike<T> | ((signal: AbortSignal) 
  * ```
  */
 export function isolate<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, true] | [unknown, false]> {
-  const problem = notACoro(coro, "isolate(coro)");
-  if (problem !== null) throw problem;
-  return isolateCoro(coro, options);
+  const inner = new Loop();
+  return isolateCoro(inner, inner.start(coro, options, true, "isolate"));
 }
 
-function* isolateCoro<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, true] | [unknown, false]> {
-  const inner = new Loop();
-  const runtime = inner.start(coro, options, current?.blocking !== false, "isolate");
+function* isolateCoro<R>(inner: Loop, runtime: Generator<number, R, void>): Coro<[R, true] | [unknown, false]> {
+  inner.blocking = current?.blocking !== false; // (as the outer loop does)
   // What the outer loop threw in at our `yield` (its cancellation, a
   // timeout). We throw it into the nested loop once (`passOn`), wait,
   // shielded, until that loop has finished cancelling, and then raise it.
@@ -1589,15 +1496,12 @@ function* isolateCoro<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, t
       try {
         yield interruption === NONE ? wait : shielded(wait);
       } catch (error) {
-        if (interruption === NONE) {
-          interruption = error;
-          passOn = true;
-        }
+        passOn = interruption === NONE;
+        if (passOn) interruption = error;
       }
-      inner.parked = null;
     }
   } finally {
-    runtime.return(undefined); // (closed early ourselves: close the nested loop's coroutines too)
+    runtime.return(undefined as R); // (if we are closed early: close the nested loop's coroutines too)
   }
 }
 
@@ -1620,8 +1524,7 @@ function* isolateCoro<R>(coro: Coro<R>, options?: RunOptions | null): Coro<[R, t
  * ```
  */
 export function copy<T>(coro: Coro<T>): Coro<Coro<T>> {
-  const problem = notACoro(coro, "copy(coro)");
-  if (problem !== null) throw problem;
+  mustBeCoro(coro, "copy(coro)");
   return copyCoro(asCoro(coro));
 }
 
