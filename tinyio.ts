@@ -267,6 +267,9 @@ class Wait {
   [Symbol.iterator](): this { return this; }
 }
 
+// A wait on `source`, typed as the coroutine it stands for.
+const waitOn = <T = void>(source: Source, ms: number): Coro<T> => new Wait(source, ms) as unknown as Coro<T>;
+
 // Marks a wait as one that a crash or a timeout does not cut short.
 function shielded(wait: Coro<void>): Coro<void> { (wait as unknown as Wait).shield = true; return wait; }
 
@@ -355,7 +358,7 @@ export class Event implements Source {
    * @param timeoutMs optional; a non-negative number of milliseconds.
    */
   wait(timeoutMs?: number): Coro<void> {
-    return new Wait(this, timeoutMs === undefined ? Infinity : checkMs(timeoutMs, "event.wait(timeoutMs)")) as unknown as Coro<void>;
+    return waitOn(this, timeoutMs === undefined ? Infinity : checkMs(timeoutMs, "event.wait(timeoutMs)"));
   }
 
   /** @internal */ add(wait: Wait): void { this.#flag ? wait.fire() : this.waits.add(wait); }
@@ -840,7 +843,7 @@ function checkCount(n: unknown, where: string): number {
  * ```
  */
 export function sleep(ms: number): Coro<void> {
-  return new Wait(never, checkMs(ms, "sleep(ms)")) as unknown as Coro<void>;
+  return waitOn(never, checkMs(ms, "sleep(ms)"));
 }
 
 // A sleep is a wait that nothing fires, so that only its deadline ends it.
@@ -947,7 +950,7 @@ export class Semaphore implements Source {
    * safe: a permit handed to a caller that is timed out or cancelled before
    * it runs goes to the next in line.
    */
-  acquire(): Coro<Release> { return new Wait(this, Infinity) as unknown as Coro<Release>; }
+  acquire(): Coro<Release> { return waitOn(this, Infinity); }
 
   /** @internal */ add(wait: Wait): void { this.#free > 0 ? (this.#free--, wait.fire(this.#permit())) : this.#queue.push(wait); }
   // (A wait not yet fired is in the queue; a fired one holds a permit.)
@@ -1159,31 +1162,43 @@ export type ThreadContext = {
   signal: AbortSignal;
 };
 
-// The main side of a worker, and of the one call it runs at a time (its
-// number `seq`, the event `done` that its answer sets). A worker is `busy`
-// from when a call is posted to it until its answer has been read.
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number; died?: true; retry?: true };
-type Thread = { id: number; worker: Worker; port: MessagePort; picked: Int32Array; seq: number; done: Event; answer?: Answer; dead: boolean; idleSince: number };
 const threads = new Map<number, Thread>(); // every worker not yet reported dead, by id
-const busy = new Set<Thread>();
+const busy = new Set<Thread>(); // those with a call posted, and no answer read yet
 let supervisor: { worker: Worker; deaths: MessagePort } | undefined;
 let lastId = 0;
 
-function spawn(): Thread {
-  if (supervisor === undefined) {
+// The main side of a worker. It runs one call at a time (numbered `seq`),
+// and is the source of the waits for that call's answer (see `Source`):
+// `pollThreads` reads the answer, and fires the wait with it.
+class Thread implements Source {
+  id = ++lastId;
+  worker: Worker;
+  port: MessagePort;
+  picked = new Int32Array(new SharedArrayBuffer(4));
+  seq = 0;
+  answer: Answer | undefined = undefined;
+  wait: Wait | null = null;
+  dead = false;
+  idleSince = 0;
+  constructor() {
+    if (supervisor === undefined) {
+      const { port1, port2 } = new MessageChannel();
+      supervisor = { worker: new Worker(SUPERVISOR_SOURCE, { eval: true, execArgv: [], workerData: { wake, deaths: port2 }, transferList: [port2] }), deaths: port1 };
+      supervisor.worker.unref();
+    }
     const { port1, port2 } = new MessageChannel();
-    supervisor = { worker: new Worker(SUPERVISOR_SOURCE, { eval: true, execArgv: [], workerData: { wake, deaths: port2 }, transferList: [port2] }), deaths: port1 };
-    supervisor.worker.unref();
+    const lifeline = new MessageChannel();
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
+    this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
+    this.port = port1;
+    supervisor.worker.postMessage({ id: this.id, lifeline: lifeline.port1 }, [lifeline.port1]);
+    threads.set(this.id, this);
   }
-  const { port1, port2 } = new MessageChannel();
-  const lifeline = new MessageChannel();
-  const picked = new Int32Array(new SharedArrayBuffer(4));
-  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
-  worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
-  const thread: Thread = { id: ++lastId, worker, port: port1, picked, seq: 0, done: new Event(), dead: false, idleSince: 0 };
-  supervisor.worker.postMessage({ id: thread.id, lifeline: lifeline.port1 }, [lifeline.port1]);
-  threads.set(thread.id, thread);
-  return thread;
+
+  add(wait: Wait): void { this.answer === undefined ? (this.wait = wait) : wait.fire(this.answer); }
+  drop(wait: Wait): void { if (this.wait === wait) this.wait = null; }
+  answered(answer: Answer): void { busy.delete(this); this.answer = answer; this.wait?.fire(answer); }
 }
 
 // The loop calls this whenever the wake word has moved while calls are out:
@@ -1193,18 +1208,16 @@ function spawn(): Thread {
 function pollThreads(): void {
   for (const thread of busy) {
     const received = receiveMessageOnPort(thread.port);
-    if (received !== undefined) answered(thread, received.message as Answer);
+    if (received !== undefined) thread.answered(received.message as Answer);
   }
   for (let death; (death = receiveMessageOnPort(supervisor!.deaths)) !== undefined; ) {
     const thread = threads.get(death.message as number)!;
     threads.delete(thread.id);
     thread.dead = true;
     const last = receiveMessageOnPort(thread.port)?.message as Answer | undefined;
-    if (busy.has(thread)) answered(thread, last ?? (Atomics.load(thread.picked, 0) === thread.seq ? { died: true } : { retry: true }));
+    if (busy.has(thread)) thread.answered(last ?? (Atomics.load(thread.picked, 0) === thread.seq ? { died: true } : { retry: true }));
   }
 }
-
-function answered(thread: Thread, answer: Answer): void { busy.delete(thread); thread.answer = answer; thread.done.set(); }
 
 // A call's result, or the thread's error rebuilt here, with its name,
 // message and the thread's own stack.
@@ -1263,7 +1276,7 @@ export class ThreadPool {
   #take(): Thread {
     while (this.#idle.length > 0 && performance.now() - this.#idle[0]!.idleSince > IDLE_MS) retire(this.#idle.shift()!);
     for (let thread; (thread = this.#idle.pop()) !== undefined; ) if (!thread.dead) return thread;
-    return spawn();
+    return new Thread();
   }
 }
 
@@ -1273,7 +1286,6 @@ function retire(thread: Thread): void { thread.dead = true; void thread.worker.t
 // goes back to `idle` if it answered normally, and is retired otherwise.
 function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]): Coro<Answer> {
   thread.answer = undefined;
-  thread.done = new Event();
   try {
     thread.port.postMessage({ source, args, seq: ++thread.seq });
   } catch (error) {
@@ -1282,8 +1294,7 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
   busy.add(thread);
   thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
   try {
-    yield thread.done.wait();
-    return thread.answer!;
+    return yield waitOn<Answer>(thread, Infinity);
   } catch (reason) {
     // Cancelled (or timed out) at our `yield` while the thread works: ask
     // it to stop, and give it the grace period to settle; failing that,
@@ -1293,10 +1304,10 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
     // coroutine may yield them, and a crash or timeout does not cut them short.
     if (busy.has(thread)) {
       thread.port.postMessage({ abort: true });
-      yield shielded(thread.done.wait(CANCEL_GRACE_MS));
+      yield shielded(waitOn(thread, CANCEL_GRACE_MS));
       if (thread.answer === undefined) {
         retire(thread);
-        yield shielded(thread.done.wait(CANCEL_GRACE_MS));
+        yield shielded(waitOn(thread, CANCEL_GRACE_MS));
       }
       const answer = thread.answer as Answer | undefined; // (set meanwhile, by `pollThreads`)
       if (answer?.error !== undefined) resultOf(answer); // the thread's own error, from its cleanup
