@@ -1042,10 +1042,7 @@ function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
   const order: Coro<T>[] = [];
   const arrived = coros.map(() => new Event());
   yield new Set(coros.map((coro) => settle(coro, () => arrived[order.push(coro) - 1]!.set())));
-  return arrived.map(function* (event, k): Coro<T> {
-    yield event.wait();
-    return yield order[k]!;
-  });
+  return arrived.map((event, k) => replay(event, () => order[k]!));
 }
 
 /**
@@ -1108,10 +1105,8 @@ const compiled = new Map();
 let controller, running = false, fatal;
 const describe = (e) => e instanceof Error ? { name: e.name, message: e.message, stack: e.stack } : { name: "Error", message: "The thread threw a non-error: " + String(e), stack: "" };
 function answer(message) {
-  try { port.postMessage(message); }
-  catch (e) { port.postMessage({ error: { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message } }); }
-  Atomics.add(wake, 0, 1);
-  Atomics.notify(wake, 0);
+  try { port.postMessage(message); } catch (e) { port.postMessage({ error: { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message } }); }
+  Atomics.add(wake, 0, 1), Atomics.notify(wake, 0);
 }
 port.on("message", async ({ source, args, seq, abort }) => {
   if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
@@ -1542,10 +1537,14 @@ export function copy<T>(coro: Coro<T>): Coro<Coro<T>> {
 function* copyCoro<T>(coro: Coro<T>): Coro<Coro<T>> {
   const done = new Event();
   yield new Set([settle(coro, () => done.set())]);
-  return (function* replay(): Coro<T> {
-    yield done.wait();
-    return yield coro; // (finished by now: the loop gives its stored outcome)
-  })();
+  return replay(done, () => coro);
+}
+
+// Waits for `done`, then yields the coroutine that `which` names: it has
+// finished by then, and the loop gives its stored outcome.
+function* replay<T>(done: Event, which: () => Coro<T>): Coro<T> {
+  yield done.wait();
+  return yield which();
 }
 
 // You made it

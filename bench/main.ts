@@ -71,10 +71,10 @@ const workloads: Workload[] = [
     id: "W1",
     title: "W1 gather-yield: ns per pause-step (lower is better)",
     file: "w1-gather.ts",
-    contenders: CORO,
+    contenders: [...CORO, "floor"],
     variants: (quick ? [10_000] : [10_000, 100_000]).map((n) => ({ label: `N=${num(n)}`, size: n, args: [`--n=${n}`, "--k=100"] })),
     columns: [{ metric: "nsPerStep", label: "ns/step", ratio: true }],
-    about: "A root gathers N children; each pauses K=100 times (tinyio `yield;`, native `await null`, effection an action that resolves at once, co `yield Promise.resolve()`) and returns its index. The sum of the indices is checked. Reported: wall time / (N × K), after a warm-up run (N=1,000) in the same process.",
+    about: "A root gathers N children; each pauses K=100 times (tinyio `yield;`, native `await null`, effection an action that resolves at once, co `yield Promise.resolve()`; floor: bare generators stepped round-robin through an array by a plain loop, no event loop at all) and returns its index. The sum of the indices is checked. Reported: wall time / (N × K), after a warm-up run (N=1,000) in the same process.",
   },
   {
     id: "W2",

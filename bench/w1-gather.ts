@@ -8,6 +8,8 @@
 //   effection `yield* pause`, an action that resolves at once (back of the
 //             reducer's queue: effection's cheapest hand-over)
 //   co        `yield Promise.resolve()`  (co rejects `yield null`)
+//   floor     a bare `yield;`, the generators stepped round-robin by a plain
+//             loop over an array: no event loop at all, the physical floor
 //
 // A small warm-up run (N=1,000) comes first, so that we time steady-state code
 // rather than the JIT's first tiers.
@@ -57,6 +59,28 @@ const coGather: Gather = (n, k) => co(function* () {
   return (yield Array.from({ length: n }, (_, i) => co(coChild, i, k))) as number[];
 });
 
+// floor: no loop at all. N bare generators, each yielding K times, stepped
+// round-robin through an array until all are done: the cheapest possible
+// pause-step for a generator, which any loop built on generators pays too.
+function* floorChild(i: number, k: number): Generator<undefined, number, undefined> {
+  for (let j = 0; j < k; j++) yield;
+  return i;
+}
+const floorGather: Gather = (n, k) => {
+  const out = new Array<number>(n);
+  let queue = Array.from({ length: n }, (_, i) => ({ i, g: floorChild(i, k) }));
+  while (queue.length > 0) {
+    const next: typeof queue = [];
+    for (const item of queue) {
+      const step = item.g.next();
+      if (step.done) out[item.i] = step.value;
+      else next.push(item);
+    }
+    queue = next;
+  }
+  return out;
+};
+
 function measure(gather: Gather) {
   return async (f: Record<string, string>): Promise<Metrics> => {
     const n = intFlag(f, "n");
@@ -80,4 +104,5 @@ await main({
   native: measure(nativeGather),
   effection: measure(effectionGather),
   co: measure(coGather),
+  floor: measure(floorGather),
 });
