@@ -873,8 +873,8 @@ export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefin
 // `coro` at the deadline, unless `finished` says we are done by then.
 function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   const finished = new Event();
-  yield new Set([alarm(coro, ms, finished)]);
   try {
+    yield new Set([alarm(coro, ms, finished)]); // (inside the try: an interruption here must end the alarm too)
     return [yield coro, true];
   } catch (error) {
     // Timed out: by our alarm, or by another timeout on the same coroutine.
