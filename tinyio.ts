@@ -142,21 +142,23 @@ function notify(): void { Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }
 // record is one lookup, and a record lives exactly as long as its coroutine
 // is reachable: the loop keeps nothing alive that you dropped.
 //
-// A task is in one of three states, and moves only forward:
+// A task is in one of four states, and moves only forward:
 //
-//     RUNNING ──returns──▶ RETURNED   (result: what it returned)
-//        └─────throws────▶ FAILED     (result: the error)
+//     NEW ──started──▶ RUNNING ──returns──▶ RETURNED   (result: what it returned)
+//                         └─────throws────▶ FAILED     (result: the error)
 //
-// A FAILED task whose error is the TimeoutError that a timeout threw into it
-// has "timed out": that is its outcome, not a crash of the loop.
-const RUNNING = 0;
-const RETURNED = 1;
-const FAILED = 2;
+// (NEW lasts only while the loop reads what a coroutine yielded: see
+// `#schedule`.) A FAILED task whose error is the TimeoutError that a timeout
+// threw into it has "timed out": that is its outcome, not a crash of the loop.
+const NEW = 0;
+const RUNNING = 1;
+const RETURNED = 2;
+const FAILED = 3;
 
 class Task {
   coro: Coro;
   loop: Loop;
-  state = RUNNING;
+  state = NEW;
   result: unknown = undefined;
   // What it waits on (a task, a wait, or an array of them for a gather),
   // and how many of those have not finished. With a count of 0 it is queued.
@@ -180,7 +182,16 @@ const records = new WeakMap<object, Task>();
 // A coroutine "timed out" when a timeout interrupted it and it then ended
 // with a TimeoutError: a fact about the task, recorded on it, not about an
 // error object, which may travel anywhere.
-const timedOut = (task: Task | undefined): boolean => task?.state === FAILED && task.interrupted && task.result instanceof TimeoutError;
+const timedOut = (task: Task | undefined): boolean => task?.state === FAILED && task.interrupted && isA(task.result, TimeoutError);
+
+// `instanceof`, for values that users hand us: a proxy's trap may throw.
+function isA(value: unknown, type: new (...args: never[]) => unknown): boolean {
+  try {
+    return value instanceof type;
+  } catch {
+    return false;
+  }
+}
 
 // Whether `error`, thrown at a `yield coro`, is the outcome of `coro` timing
 // out (and not, say, a CancelledError that came instead).
@@ -342,7 +353,6 @@ export class Event implements Source {
     const waits = this.waits;
     this.waits = new Set(); // (so that each `fire` need not delete from the old one)
     for (const wait of waits) wait.fire();
-    notify(); // (always: another loop on this thread, under toPromise, may be asleep)
   }
 
   /**
@@ -537,12 +547,25 @@ export class Loop {
     heapPush(this.timers, wait);
   }
 
-  /** @internal Queues a task whose count reached zero. */
-  wake(task: Task): void { this.queue.push(task); this.parked?.set(); }
+  /**
+   * @internal Queues a task whose count reached zero. Woken from outside
+   * its own steps (a promise callback, a Node timer, another loop on this
+   * thread), the loop may be asleep: then we notify its wake word.
+   */
+  wake(task: Task): void {
+    this.queue.push(task);
+    this.parked?.set();
+    if (current !== this) notify();
+  }
 
   #start(coro: Coro): Task {
     const task = new Task(coro, this);
     records.set(coro, task);
+    return this.#begin(task);
+  }
+
+  #begin(task: Task): Task {
+    task.state = RUNNING;
     this.live.add(task);
     this.queue.push(task);
     return task;
@@ -567,9 +590,8 @@ export class Loop {
       return this.#finish(task, error, true);
     }
     if (swallowed) {
-      const what = done ? `returned ${describe(value)}` : `yielded ${describe(value)}`;
-      process.emitWarning(`A tinyio coroutine was cancelled, and ${what} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it, and has closed it with return() so that its remaining finally blocks ran.`, "TinyioWarning");
-      if (!done) this.#close(task);
+      const closed = done ? "" : this.#close(task) ? ", and has closed it with return() so that its remaining finally blocks ran" : ", and could not close it: it yielded again each time return() was called";
+      process.emitWarning(`A tinyio coroutine was cancelled, and ${done ? "returned" : "yielded"} ${describe(value)} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it${closed}.`, "TinyioWarning");
       this.#finish(task, task.cancelled, true);
     } else if (done) this.#finish(task, value, false);
     else this.#schedule(task, value);
@@ -596,27 +618,34 @@ export class Loop {
   }
 
   // The heart of the loop: what did the coroutine yield? We read all of it
-  // first (user objects may throw, even for `instanceof`), and act only
-  // once it all made sense. So a mistake halfway through a gather leaves
-  // nothing half started.
+  // first, through the door (user objects may throw, even for `instanceof`):
+  // `#read` turns each item into a record of ours, and from then on we touch
+  // only those. A coroutine new here gets a record in state NEW, started
+  // only once the whole yield made sense, and forgotten again if it did not:
+  // a mistake halfway through a gather leaves nothing half started.
   #schedule(task: Task, yielded: unknown): void {
     // `yield;` goes to the back of the queue, so that the others run first.
     if (yielded === undefined) return void this.queue.push(task);
-    let items: (Task | Wait | Coro)[] | Error;
+    const items: (Task | Wait)[] = [];
     let gather = false;
     let background = false;
+    let error: Error | null;
     try {
       gather = Array.isArray(yielded);
       background = !gather && yielded instanceof Set;
-      items = this.#read(task, yielded, gather || background ? Array.from(yielded as Iterable<unknown>) : [yielded], background);
-    } catch (error) {
-      items = new TypeError(`A tinyio coroutine yielded an object that the loop cannot inspect (reading it threw ${describe(error)}).`, { cause: error });
+      error = this.#read(task, yielded, gather || background ? Array.from(yielded as Iterable<unknown>) : [yielded], background, items);
+    } catch (failure) {
+      error = new TypeError(`A tinyio coroutine yielded an object that the loop cannot inspect (reading it threw ${describe(failure)}).`, { cause: failure });
     }
-    // A mistake is thrown in at that `yield`, next turn.
-    if (items instanceof Error) return void ((task.error = items), this.queue.push(task));
+    if (error !== null) {
+      // A mistake is thrown in at that `yield`, next turn.
+      for (const item of items) if (item instanceof Task && item.state === NEW) records.delete(item.coro);
+      task.error = error;
+      return void this.queue.push(task);
+    }
     // `yield new Set([...])` starts what is new, and goes on at once.
     if (background) {
-      for (const item of items) if (!(item instanceof Task)) this.#start(item as Coro);
+      for (const item of items) if (item instanceof Task && item.state === NEW) this.#begin(item);
       return void this.queue.push(task);
     }
     // Otherwise it waits. The count starts one too high, so that it cannot
@@ -624,37 +653,38 @@ export class Loop {
     // extra one away. (This is also how `yield []` and already-finished
     // coroutines resume at once.)
     task.count = items.length + 1;
-    for (let i = 0; i < items.length; i++) {
-      let item = items[i]!;
-      // (The same wait twice in one gather: registered once, counted once.)
+    for (const item of items) {
       if (item instanceof Wait) {
-        item.used ? task.count-- : item.register(task);
+        item.used ? task.count-- : item.register(task); // (the same wait twice in one gather: registered once)
         continue;
       }
-      // New (or a second mention of one just started), running, or done.
-      if (!(item instanceof Task)) item = items[i] = records.get(item) ?? this.#start(item);
-      if (item.state !== RUNNING) task.count--;
+      if (item.state === NEW) this.#begin(item);
+      if (item.state !== RUNNING) task.count--; // finished: its outcome is stored
       else if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
       else item.waiters.push(task);
     }
-    task.waitingOn = gather ? (items as (Task | Wait)[]) : (items[0] as Task | Wait);
+    task.waitingOn = gather ? items : items[0];
     task.countDown();
   }
 
-  // Checks each yielded item, and finds its record: a task, a wait, or a
-  // coroutine that is new here. Returns an error for a mistake (to be thrown
-  // in at the `yield`), so that anything thrown out of here is a user
-  // object's own failure.
-  #read(task: Task, yielded: unknown, list: unknown[], background: boolean): (Task | Wait | Coro)[] | Error {
-    const items: (Task | Wait | Coro)[] = [];
+  // Checks each yielded item, and puts its record into `items`: a wait, or
+  // the task of a coroutine (made here, in state NEW, if the coroutine is
+  // new). Returns an error for a mistake, to be thrown in at the `yield`, so
+  // that anything thrown out of here is a user object's own failure.
+  #read(task: Task, yielded: unknown, list: unknown[], background: boolean, items: (Task | Wait)[]): Error | null {
     for (const item of list) {
       if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
-      const dep = item instanceof Wait ? undefined : records.get(item as Coro);
+      if (item instanceof Wait && !background) {
+        items.push(item);
+        continue;
+      }
+      let dep = records.get(item as Coro);
       if (dep?.state === RUNNING && dep.loop !== this) return new Error(ELSEWHERE);
       if (dep?.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
-      items.push(dep ?? (item as Wait | Coro));
+      if (dep === undefined) records.set(item as Coro, (dep = new Task(item as Coro, this)));
+      items.push(dep);
     }
-    return items;
+    return null;
   }
 
   /**
@@ -670,7 +700,7 @@ export class Loop {
     task.error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
     if (task.waitingOn instanceof Wait && task.waitingOn.shield) return true;
     for (const item of itemsOf(task.waitingOn)) {
-      if (item instanceof Wait) ((item.task = null), item.drop());
+      if (item instanceof Wait) ((item.task = null), item.expire()); // (expired, so that the heap drops it)
       else if (item.waiters !== null) item.waiters = item.waiters.filter((waiter) => waiter !== task);
     }
     task.waitingOn = undefined;
@@ -695,12 +725,15 @@ export class Loop {
   // dropped (Python does, when it is collected), so we call `return()`,
   // which runs its remaining `finally` blocks, and so releases what they
   // hold: a thread call's worker and pool slot, a permit. A `finally` that
-  // yields again is closed again, a few times at most.
-  #close(task: Task): void {
+  // yields again is closed again, a few times at most. Returns whether the
+  // coroutine is closed.
+  #close(task: Task): boolean {
     try {
-      for (let tries = 0; tries < 8 && task.coro.return?.(undefined)?.done === false; tries++);
+      for (let tries = 0; tries < 8; tries++) if (task.coro.return?.(undefined)?.done !== false) return true;
+      return false;
     } catch (error) {
       this.#crash(error); // (an error while closing counts as one raised while cancelling)
+      return true;
     }
   }
 
@@ -736,7 +769,7 @@ export class Loop {
   #outcome(root: Task, options: RunOptions): unknown {
     if (this.crash === null) return valueOf(root);
     const { error, errors } = this.crash;
-    const others = errors.filter((e) => !(e instanceof CancelledError));
+    const others = errors.filter((e) => !isA(e, CancelledError));
     const group = options.exceptionGroup;
     if (group === false || (group === undefined && others.length === 0)) throw error;
     const held = group ? errors : others;
@@ -1284,10 +1317,13 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
   try {
     thread.port.postMessage({ source, args, seq: ++thread.seq });
   } catch (error) {
+    idle.push(thread); // (nothing was sent: the worker is as good as before)
     throw new TypeError(`runInThread cannot send its arguments to a thread: structured clone refused them (${describe(error)}).`);
   }
+  // While calls are out, the supervisor keeps Node alive (for `toPromise`),
+  // even if the worker is dead and its death still on the way.
+  if (busy.size === 0) supervisor!.worker.ref();
   busy.add(thread);
-  thread.worker.ref(); // a busy worker keeps Node alive (for `toPromise`)
   try {
     return yield waitOn<Answer>(thread, Infinity);
   } catch (reason) {
@@ -1296,21 +1332,31 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
     // terminate its worker, and wait for the supervisor to report it dead.
     // Only then does the error go on, so whoever waits on this call knows
     // the thread has stopped. These waits are shielded: a cancelled
-    // coroutine may yield them, and a crash or timeout does not cut them short.
+    // coroutine may yield them, and a crash or timeout does not cut them
+    // short. A second interruption (delivered once the wait has ended) goes
+    // on instead of the first, and the thread's own error before either.
+    let error = reason;
+    function* grace(): Coro<void> {
+      try {
+        yield shielded(waitOn(thread, CANCEL_GRACE_MS));
+      } catch (again) {
+        error = again;
+      }
+    }
     if (busy.has(thread)) {
       thread.port.postMessage({ abort: true });
-      yield shielded(waitOn(thread, CANCEL_GRACE_MS));
+      yield* grace();
       if (thread.answer === undefined) {
         retire(thread);
-        yield shielded(waitOn(thread, CANCEL_GRACE_MS));
+        yield* grace();
       }
       const answer = thread.answer as Answer | undefined; // (set meanwhile, by `pollThreads`)
       if (answer?.error !== undefined) resultOf(answer); // the thread's own error, from its cleanup
     }
-    throw reason;
+    throw error;
   } finally {
     busy.delete(thread);
-    thread.worker.unref();
+    if (busy.size === 0) supervisor!.worker.unref();
     if (thread.dead || thread.answer === undefined || !("value" in thread.answer)) retire(thread);
     else idle.push(Object.assign(thread, { idleSince: performance.now() }));
   }
