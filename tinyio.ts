@@ -132,57 +132,86 @@ const wake = new Int32Array(new SharedArrayBuffer(4));
 
 function notify(): void { Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }
 
-// Tasks: one record per coroutine
-// -------------------------------
+// Things that finish: tasks and waits
+// -----------------------------------
 //
-// Every coroutine the loop meets gets one `Task`, its record from start to
-// finish: while it runs, what it waits on and the counter of the map above;
-// once done, its outcome, for anyone who yields it later. The records live
-// in one `WeakMap`, keyed by the generator object, so finding a coroutine's
-// record is one lookup, and a record lives exactly as long as its coroutine
-// is reachable: the loop keeps nothing alive that you dropped.
+// A coroutine can wait on two kinds of thing, and both are `Awaitable`s:
+// each finishes once, with an outcome, and then counts down whoever waits on
+// it (its `waiters`). One is the `Task`, the record of a coroutine. The
+// other is the `Wait`, what `event.wait(ms)`, `sleep(ms)` and
+// `sem.acquire()` return. The loop treats both alike: two coroutines may
+// wait on one; one that has finished gives its stored outcome to whoever
+// yields it later; a timeout interrupts either.
 //
-// A task is in one of four states, and moves only forward:
+// An awaitable is in one of four states, and moves only forward:
 //
-//     NEW ──started──▶ RUNNING ──returns──▶ RETURNED   (result: what it returned)
+//     NEW ──started──▶ RUNNING ──returns──▶ RETURNED   (result: its value)
 //                         └─────throws────▶ FAILED     (result: the error)
 //
-// (NEW lasts only while the loop reads what a coroutine yielded: see
-// `#schedule`.) A FAILED task whose error is the TimeoutError that a timeout
-// threw into it has "timed out": that is its outcome, not a crash of the loop.
+// An awaitable that failed with the TimeoutError a timeout threw into it
+// has "timed out": that is its outcome, not a crash of the loop.
 const NEW = 0;
 const RUNNING = 1;
 const RETURNED = 2;
 const FAILED = 3;
 
-class Task {
-  coro: Coro;
-  loop: Loop;
+class Awaitable {
   state = NEW;
   result: unknown = undefined;
-  // What it waits on (a task, a wait, or an array of them for a gather),
-  // and how many of those have not finished. With a count of 0 it is queued.
-  waitingOn: Task | Wait | (Task | Wait)[] | undefined = undefined;
-  count = 0;
-  // The tasks that wait on this one; made on first use.
+  // Whether a timeout interrupted it (see `timeout`).
+  interrupted = false;
+  // The tasks that wait on it; made on first use.
   waiters: Task[] | null = null;
+
+  // Done: keep the outcome, then count down everyone who waited.
+  settle(result: unknown, failed: boolean): void {
+    this.state = failed ? FAILED : RETURNED;
+    this.result = result;
+    const { waiters } = this;
+    this.waiters = null;
+    if (waiters !== null) for (const waiter of waiters) waiter.countDown();
+  }
+}
+
+// Every coroutine the loop meets gets one `Task`, its record from start to
+// finish: while it runs, what it waits on and the counter of the map above;
+// once done, its outcome. The records live in one `WeakMap`, keyed by the
+// generator object, so finding a coroutine's record is one lookup, and a
+// record lives exactly as long as its coroutine is reachable: the loop
+// keeps nothing alive that you dropped.
+class Task extends Awaitable {
+  coro: Coro;
+  loop: Loop;
+  // What it waits on (one awaitable, or an array of them for a gather), and
+  // how many of those have not finished. With a count of 0 it is queued.
+  waitingOn: Awaitable | Awaitable[] | undefined = undefined;
+  count = 0;
   // An error to throw in when it next runs, unless NONE.
   error: unknown = NONE;
   // The CancelledError it was given, once the loop cancelled it.
   cancelled: CancelledError | null = null;
-  // Whether a timeout interrupted it (see `timeout`).
-  interrupted = false;
-  constructor(coro: Coro, loop: Loop) { this.coro = coro; this.loop = loop; }
+  constructor(coro: Coro, loop: Loop) {
+    super();
+    this.coro = coro;
+    this.loop = loop;
+  }
 
   countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
 
 const records = new WeakMap<object, Task>();
 
+// The record to look at for a coroutine: its task, or the wait itself.
+const recordOf = (coro: Coro): Awaitable | undefined => (coro instanceof Wait ? coro : records.get(coro));
+
 // A coroutine "timed out" when a timeout interrupted it and it then ended
-// with a TimeoutError: a fact about the task, recorded on it, not about an
-// error object, which may travel anywhere.
-const timedOut = (task: Task | undefined): boolean => task?.state === FAILED && task.interrupted && isA(task.result, TimeoutError);
+// with a TimeoutError: a fact about the record, not about an error object,
+// which may travel anywhere.
+const timedOut = (record: Awaitable | undefined): boolean => record?.state === FAILED && record.interrupted && isA(record.result, TimeoutError);
+
+// Whether `error`, thrown at a `yield coro`, is the outcome of `coro` timing
+// out (and not, say, a CancelledError that came instead).
+const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(recordOf(coro)) && recordOf(coro)!.result === error;
 
 // `instanceof`, for values that users hand us: a proxy's trap may throw.
 function isA(value: unknown, type: new (...args: never[]) => unknown): boolean {
@@ -193,86 +222,97 @@ function isA(value: unknown, type: new (...args: never[]) => unknown): boolean {
   }
 }
 
-// Whether `error`, thrown at a `yield coro`, is the outcome of `coro` timing
-// out (and not, say, a CancelledError that came instead).
-const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(records.get(coro)) && records.get(coro)!.result === error;
-
 // Most places take "what a task waits on" as a list.
 const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
 
-// Waits: the other thing a coroutine can wait on
-// ----------------------------------------------
+// A `Wait` comes from a `Source` (an `Event`, a `Semaphore`, a worker
+// thread), which fires it, maybe with a value: a permit, for a semaphore.
+// Its deadline, if it has one, sits in its loop's timer heap.
 //
-// A `Wait` is what `event.wait(ms)`, `sleep(ms)` and `sem.acquire()` return.
-// It belongs to the task that yielded it, and comes from a `Source` (an
-// `Event`, a `Semaphore`), which fires it, maybe with a value: a permit, for
-// a semaphore. Its deadline, if it has one, sits in the loop's timer heap.
-//
-//     registered ──fire(value)──▶ fired ──the task resumes──▶ taken
-//          │                        │
-//          └──deadline, crash,      └──the task is resumed with an error
-//             timeout: drop()          instead: drop(), and the source
-//                                      takes the value back
+//     NEW ──yielded──▶ RUNNING ──fire(value)──▶ RETURNED ──a waiter resumes──▶ taken
+//                         │                        │
+//                         └─deadline, crash:       └─every waiter was resumed with
+//                           expire(); timeout:       an error instead (or there were
+//                           interrupt()              none): the source takes it back
 //
 // That last arrow is why a permit is never lost: a permit handed to a
 // coroutine that is then timed out or cancelled before it runs goes back to
 // the semaphore, which hands it to the next in line. And because the wait
-// belongs to the yielding task itself, `yield sem.acquire()` is as safe as
-// `yield* sem.acquire()`: there is no go-between coroutine to lose it.
+// is yielded by the waiting coroutine itself, `yield sem.acquire()` is as
+// safe as `yield* sem.acquire()`: there is no go-between coroutine to lose it.
 interface Source {
-  // A task yielded `wait`: fire it now, or remember it for later.
+  // A wait was yielded: fire it now, or remember it for later.
   add(wait: Wait): void;
-  // The task no longer waits: forget `wait`, and if it was fired with a
-  // value, take the value back.
+  // Forget `wait`; and if it was fired with a value, take the value back.
   drop(wait: Wait): void;
 }
 
-class Wait {
+class Wait extends Awaitable {
   source: Source;
   deadline: number;
-  // Who waits; cleared when it fires, so that a fired wait that stays in the
-  // timer heap until its deadline holds nothing of its task meanwhile.
-  task: Task | null = null;
-  value: unknown = undefined;
-  fired = false;
-  used = false;
+  loop: Loop | null = null;
   // A shielded wait is not cut short by a crash or a timeout: it is how a
   // thread call gives its thread the grace period, and how `isolate` waits
   // for its nested loop to finish cancelling.
   shield = false;
+  // How many waiters have yet to resume since it fired, and whether one of
+  // them took its value.
+  claims = 0;
+  taken = false;
   constructor(source: Source, ms: number) {
+    super();
     this.source = source;
     this.deadline = ms === Infinity ? Infinity : performance.now() + ms;
   }
 
-  register(task: Task): void {
-    this.used = true;
-    this.task = task;
+  // First yielded: it asks its source, and its deadline goes into the heap.
+  register(loop: Loop): void {
+    this.state = RUNNING;
+    this.loop = loop;
     this.source.add(this);
-    if (!this.fired && this.deadline !== Infinity) task.loop.addTimer(this);
+    if (this.state === RUNNING && this.deadline !== Infinity) loop.addTimer(this);
   }
 
+  // Its source fires it. (With nobody waiting, its value goes straight back.)
   fire(value?: unknown): void {
-    if (this.fired) return;
-    this.fired = true;
-    this.value = value;
-    const task = this.task;
-    this.task = null;
-    task?.countDown();
+    if (this.state !== RUNNING) return;
+    this.claims = this.waiters?.length ?? 0;
+    this.settle(value, false);
+    if (this.claims === 0) this.drop();
+  }
+
+  // A waiter resumes, with the value or with an error instead.
+  leave(took: boolean): void {
+    this.taken ||= took;
+    if (--this.claims === 0 && !this.taken) this.drop();
   }
 
   // (A wait is dropped once: after that, it has no source to tell.)
   drop(): void { this.source.drop(this); this.source = never; }
 
   // Its deadline passed, or the loop crashed: it ends without a value.
-  expire(): void { this.drop(); this.fire(); }
+  expire(): void {
+    if (this.state !== RUNNING) return;
+    this.drop();
+    this.settle(undefined, false);
+  }
+
+  // A timeout interrupted it: it ends with the TimeoutError.
+  interrupt(error: TimeoutError): void {
+    if (this.state > RUNNING) return;
+    this.drop();
+    this.interrupted = true;
+    this.settle(error, true);
+  }
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
-  // a coroutine can (`yield*`, `loop.run`): its first `next()` hands the wait
-  // itself to the loop, which registers it; the next one returns the value
-  // the loop resumed it with (a permit, say), which is what `yield*` gives.
-  next(value?: unknown): IteratorResult<Wait, unknown> {
-    return this.used ? { value, done: true } : { value: this, done: false };
+  // a coroutine can (`yield*`, `loop.run`): while it has not finished, its
+  // `next()` hands the wait itself to the loop, which waits on it; once it
+  // has, `next()` returns its value (a permit, say), which is what `yield*`
+  // gives, or throws its error.
+  next(): IteratorResult<Wait, unknown> {
+    if (this.state === FAILED) throw this.result;
+    return this.state === RETURNED ? { value: this.result, done: true } : { value: this, done: false };
   }
   throw(error: unknown): never { throw error; }
   [Symbol.iterator](): this { return this; }
@@ -284,12 +324,8 @@ const waitOn = <T = void>(source: Source, ms: number): Coro<T> => new Wait(sourc
 // Marks a wait as one that a crash or a timeout does not cut short.
 function shielded(wait: Coro<void>): Coro<void> { (wait as unknown as Wait).shield = true; return wait; }
 
-
-// A wait is not a task, so it has no record to time out or to copy: where
-// we need one, we wrap the wait in a coroutine of its own.
-function asCoro<T>(coro: Coro<T>): Coro<T> {
-  return coro instanceof Wait ? (function* (): Coro<T> { return yield coro; })() : coro;
-}
+// A sleep is a wait that nothing fires, so that only its deadline ends it.
+const never: Source = { add() {}, drop() {} };
 
 // The timer heap: a binary min-heap of waits by deadline, so the soonest is
 // always at index 0, and adding or removing one costs O(log n). A wait that
@@ -531,7 +567,7 @@ export class Loop {
   // libuv, we sleep in whole milliseconds, so that timers due within the
   // same millisecond fire in one wake-up rather than one wake-up each.
   #sleepTime(): number {
-    while (this.timers.length > 0 && this.timers[0]!.fired) heapPop(this.timers);
+    while (this.timers.length > 0 && this.timers[0]!.state !== RUNNING) heapPop(this.timers);
     if (this.timers.length === 0) return Infinity;
     const left = this.timers[0]!.deadline - performance.now();
     return left > 0 ? Math.ceil(left) : 0;
@@ -541,7 +577,7 @@ export class Loop {
   addTimer(wait: Wait): void {
     if (this.timers.length >= this.#sweepAt) {
       // (A sorted array is a valid heap.)
-      this.timers = this.timers.filter((timer) => !timer.fired).sort((a, b) => a.deadline - b.deadline);
+      this.timers = this.timers.filter((timer) => timer.state === RUNNING).sort((a, b) => a.deadline - b.deadline);
       this.#sweepAt = 2 * this.timers.length + 64;
     }
     heapPush(this.timers, wait);
@@ -611,10 +647,10 @@ export class Loop {
         error = failure; // a coroutine it waited on timed out, or failed in an earlier run
       }
     }
-    if (error === NONE) return task.coro.next(value);
-    // Resumed with an error, the task takes nothing its waits were given.
-    for (const item of itemsOf(waitingOn)) if (item instanceof Wait) item.drop();
-    return task.coro.throw(error);
+    // Each wait learns whether its value was taken (see `Wait.leave`).
+    if (waitingOn instanceof Wait) waitingOn.leave(error === NONE);
+    else if (Array.isArray(waitingOn)) for (const item of waitingOn) if (item instanceof Wait) item.leave(error === NONE);
+    return error === NONE ? task.coro.next(value) : task.coro.throw(error);
   }
 
   // The heart of the loop: what did the coroutine yield? We read all of it
@@ -654,14 +690,15 @@ export class Loop {
     // coroutines resume at once.)
     task.count = items.length + 1;
     for (const item of items) {
-      if (item instanceof Wait) {
-        item.used ? task.count-- : item.register(task); // (the same wait twice in one gather: registered once)
+      if (item.state === RETURNED || item.state === FAILED) {
+        if (item instanceof Wait) item.claims++; // (one more to resume, for `leave`)
+        task.count--; // finished: its outcome is stored
         continue;
       }
-      if (item.state === NEW) this.#begin(item);
-      if (item.state !== RUNNING) task.count--; // finished: its outcome is stored
-      else if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
+      if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
       else item.waiters.push(task);
+      // New: start it (a wait asks its source, which may fire it at once).
+      if (item.state === NEW) item instanceof Task ? this.#begin(item) : item.register(this);
     }
     task.waitingOn = gather ? items : items[0];
     task.countDown();
@@ -669,18 +706,15 @@ export class Loop {
 
   // Checks each yielded item, and puts its record into `items`: a wait, or
   // the task of a coroutine (made here, in state NEW, if the coroutine is
-  // new). Returns an error for a mistake, to be thrown in at the `yield`, so
-  // that anything thrown out of here is a user object's own failure.
+  // new; a wait in a Set gets a task too, so that `run` waits for it).
+  // Returns an error for a mistake, to be thrown in at the `yield`, so that
+  // anything thrown out of here is a user object's own failure.
   #read(task: Task, yielded: unknown, list: unknown[], background: boolean, items: (Task | Wait)[]): Error | null {
     for (const item of list) {
       if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
-      if (item instanceof Wait && !background) {
-        items.push(item);
-        continue;
-      }
-      let dep = records.get(item as Coro);
+      let dep = item instanceof Wait && !background ? item : records.get(item as Coro);
       if (dep?.state === RUNNING && dep.loop !== this) return new Error(ELSEWHERE);
-      if (dep?.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
+      if (dep instanceof Task && dep.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
       if (dep === undefined) records.set(item as Coro, (dep = new Task(item as Coro, this)));
       items.push(dep);
     }
@@ -694,14 +728,18 @@ export class Loop {
    * which it finishes first. Returns false if `coro` is not running here.
    */
   timeOut(coro: Coro, ms: number): boolean {
+    const error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
+    if (coro instanceof Wait) return coro.state <= RUNNING && (coro.interrupt(error), true);
     const task = records.get(coro);
     if (task?.state !== RUNNING || task.loop !== this) return false;
     task.interrupted = true;
-    task.error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
+    task.error = error;
     if (task.waitingOn instanceof Wait && task.waitingOn.shield) return true;
+    // It leaves what it waits on: a wait left with nobody waiting ends.
     for (const item of itemsOf(task.waitingOn)) {
-      if (item instanceof Wait) ((item.task = null), item.expire()); // (expired, so that the heap drops it)
-      else if (item.waiters !== null) item.waiters = item.waiters.filter((waiter) => waiter !== task);
+      if (item.state === RUNNING) item.waiters = item.waiters!.filter((waiter) => waiter !== task);
+      if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
+      else if (item instanceof Wait && item.waiters!.length === 0) item.expire();
     }
     task.waitingOn = undefined;
     if (task.count > 0) (task.count = 0), this.queue.push(task); // (else it is queued already)
@@ -713,12 +751,8 @@ export class Loop {
   // receive). Either way, everyone waiting on it is counted down.
   #finish(task: Task, result: unknown, failed: boolean): void {
     this.live.delete(task);
-    task.state = failed ? FAILED : RETURNED;
-    task.result = result;
-    if (failed && (this.crash !== null || !timedOut(task))) this.#crash(result);
-    const { waiters } = task;
-    task.waiters = null;
-    if (waiters !== null) for (const waiter of waiters) waiter.countDown();
+    if (failed && (this.crash !== null || !(task.interrupted && isA(result, TimeoutError)))) this.#crash(result);
+    task.settle(result, failed);
   }
 
   // Close what we abandon. JavaScript never closes a generator that is
@@ -777,9 +811,8 @@ export class Loop {
   }
 }
 
-// What a finished task or a fired wait gives whoever waited on it.
-function valueOf(item: Task | Wait): unknown {
-  if (item instanceof Wait) return item.value;
+// What a finished task or wait gives whoever waited on it.
+function valueOf(item: Awaitable): unknown {
   if (item.state === FAILED) throw item.result;
   return item.result;
 }
@@ -815,7 +848,7 @@ function invalidYield(yielded: unknown, items: unknown[]): TypeError {
 // elsewhere in JavaScript: a coroutine is anything with `next` and `throw`,
 // except an async generator, which has them too.
 function whyNotACoro(value: unknown): string | null {
-  if (value instanceof Wait) return value.used ? "That wait was yielded already: each `event.wait()` or `sleep()` can be yielded once; make a new one to wait again." : null;
+  if (value instanceof Wait) return null;
   if (isPromise(value)) return "Wait for a promise with `yield tinyio.fromPromise(promise)`, in a loop run by `tinyio.toPromise(...)`: under the synchronous `Loop.run`, which blocks the thread, no promise can settle.";
   const v = value as Coro;
   if (typeof v?.next !== "function") return typeof value === "function" ? "Did you forget to call it (`yield work()` rather than `yield work`)?" : "";
@@ -879,8 +912,6 @@ export function sleep(ms: number): Coro<void> {
   return waitOn(never, checkMs(ms, "sleep(ms)"));
 }
 
-// A sleep is a wait that nothing fires, so that only its deadline ends it.
-const never: Source = { add() {}, drop() {} };
 
 /**
  * Runs `coro` for at most `ms` milliseconds. On time, returns
@@ -898,7 +929,7 @@ const never: Source = { add() {}, drop() {} };
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   mustBeCoro(coro, "timeout(coro, ms)");
-  return timeoutCoro(asCoro(coro), checkMs(ms, "timeout(coro, ms)"));
+  return timeoutCoro(coro, checkMs(ms, "timeout(coro, ms)"));
 }
 
 // We wait for `coro` itself, so that the loop sees the edge (a cycle through
@@ -915,7 +946,7 @@ function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined
     // A TimeoutError that is not `coro`'s: we were interrupted ourselves (by
     // an outer timeout). Pass it on to `coro`, so that nested timeouts each
     // keep their bound, and let it finish before we go on.
-    if (error instanceof TimeoutError && current!.timeOut(coro, ms)) yield* settle(coro);
+    if (error instanceof TimeoutError && current!.timeOut(coro, ms)) yield* watch(coro);
     throw error;
   } finally {
     finished.set();
@@ -930,7 +961,7 @@ function* alarm(coro: Coro, ms: number, finished: Event): Coro<void> {
 // Waits for `coro` and calls `then` once it has finished. A timeout of
 // `coro` is its outcome, stored on its record for whoever yields it next,
 // not a failure of ours.
-function* settle(coro: Coro, then = () => {}): Coro<void> {
+function* watch(coro: Coro, then = () => {}): Coro<void> {
   try {
     yield coro;
   } catch (error) {
@@ -986,8 +1017,11 @@ export class Semaphore implements Source {
   acquire(): Coro<Release> { return waitOn(this, Infinity); }
 
   /** @internal */ add(wait: Wait): void { this.#free > 0 ? (this.#free--, wait.fire(this.#permit())) : this.#queue.push(wait); }
-  // (A wait not yet fired is in the queue; a fired one holds a permit.)
-  /** @internal */ drop(wait: Wait): void { wait.fired ? this.#release() : this.#queue.splice(this.#queue.indexOf(wait), 1); }
+  // (A wait not yet fired may be in the queue; a fired one holds a permit.)
+  /** @internal */ drop(wait: Wait): void {
+    if (wait.state === RETURNED) (wait.result as Release)[Symbol.dispose]();
+    else if (this.#queue.includes(wait)) this.#queue.splice(this.#queue.indexOf(wait), 1);
+  }
 
   #permit(): Release {
     let released = false;
@@ -1065,7 +1099,7 @@ export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<C
   if (!(coros instanceof Set || Array.isArray(coros))) throw new TypeError(`asCompleted(coros) needs a Set or an array of coroutines, but got ${describe(coros)}.`);
   const list = [...coros];
   list.forEach((coro, i) => mustBeCoro(coro, `asCompleted(coros), item ${i}:`));
-  return asCompletedCoro(list.map(asCoro));
+  return asCompletedCoro(list);
 }
 
 // The k-th coroutine to finish goes into `order[k]` and sets `arrived[k]`;
@@ -1074,7 +1108,7 @@ export function asCompleted<T>(coros: Set<Coro<T>> | Coro<T>[]): Coro<Iterable<C
 function* asCompletedCoro<T>(coros: Coro<T>[]): Coro<Iterable<Coro<T>>> {
   const order: Coro<T>[] = [];
   const arrived = coros.map(() => new Event());
-  yield new Set(coros.map((coro) => settle(coro, () => arrived[order.push(coro) - 1]!.set())));
+  yield new Set(coros.map((coro) => watch(coro, () => arrived[order.push(coro) - 1]!.set())));
   return arrived.map((event, k) => replay(event, () => order[k]!));
 }
 
@@ -1577,12 +1611,12 @@ function* isolateCoro<R>(inner: Loop, runtime: Generator<number, R, void>): Coro
  */
 export function copy<T>(coro: Coro<T>): Coro<Coro<T>> {
   mustBeCoro(coro, "copy(coro)");
-  return copyCoro(asCoro(coro));
+  return copyCoro(coro);
 }
 
 function* copyCoro<T>(coro: Coro<T>): Coro<Coro<T>> {
   const done = new Event();
-  yield new Set([settle(coro, () => done.set())]);
+  yield new Set([watch(coro, () => done.set())]);
   return replay(done, () => coro);
 }
 
