@@ -1,40 +1,56 @@
 // Property tests: random programs of coroutines, run by tinyio and checked
-// against a model.
+// against a model, the well-formed and the hostile alike.
 //
 // fast-check generates a program: a handful of coroutines ("nodes") wired as
 // a random DAG (node i may only wait on nodes after it, so the model has no
 // cycle unless we add one on purpose). Each node runs a list of operations:
 // bare yields, sleeps of 0-20 ms, gathers (plain and `yield* all`),
-// background Sets, waits on Events that other coroutines set, semaphores,
-// timeouts, `asCompleted`, `yield*` helpers and, in some programs, one or two
-// thread calls. A node may be yielded from several places (diamonds). Each
-// program is in one of four modes:
+// background Sets, waits on Events that other coroutines set, the same wait
+// twice in one gather, semaphores (`yield` or `yield*`, released in a
+// finally or by `using`, bare or under a timeout), timeouts, nested layers
+// of timeouts and isolates around a private body, `asCompleted`, `yield*`
+// helpers and, in some programs, one or two thread calls. A node may be
+// yielded from several places (diamonds). Each program is in one of five
+// modes:
 //
 // - normal: no error. `run` must return what the model computes (a hash of
 //   every value each node received, in order), and every coroutine must run
 //   to completion exactly once, however many places yield it;
-// - throw: one node throws at a random place. `run` must throw that error
-//   (or an AggregateError with it first, per the `exceptionGroup` rules),
-//   every coroutine that started must have run its `finally` exactly once,
-//   none may resume normally after the crash, semaphores and events must be
-//   left clean, and no thread may still be at work;
+// - throw: one node throws at a random place, once a random number of
+//   other resumptions have happened (so the crash lands wherever the others
+//   wait then). `run` must throw that error (or an AggregateError with it
+//   first, per the `exceptionGroup` rules), every coroutine that started
+//   must have run its `finally` exactly once, none may resume normally after
+//   the crash, semaphores and events must be left clean, and no thread may
+//   still be at work;
 // - deadlock: one node waits on an Event that nothing sets. `run` must fail
 //   with `Deadlock`; under `toPromise` (which cannot tell) an AbortSignal
 //   ends it;
 // - cycle: a node yields one of the nodes that (transitively) waits on it.
-//   The loop must fail with `Cycle detected`.
+//   The loop must fail with `Cycle detected`;
+// - malformed: one node hands the loop a malformed coroutine (a `next()`
+//   that returns a non-object, throwing getters, proxies, a sparse array, an
+//   async generator) in one of six ways. As the model says, the node gets a
+//   TypeError at that line (and may catch it: the program is then normal),
+//   or the loop crashes with it, or an isolate holds it. The same loop runs
+//   all these programs, and must be empty and reusable after each.
+//
+// In every mode, `run` must return promptly once the program's last
+// coroutine has finished (nothing of the loop's own runs on), and every
+// semaphore must have all its permits back.
 //
 // Each program runs under `new Loop().run` and, several programs at once,
 // under `toPromise` (they then share Node's event loop, the wake word and the
-// default thread pool). Runs use a fixed seed, then a fresh one that is
-// printed; to replay a failure, set TINYIO_SEED (and TINYIO_PATH, both printed
-// by fast-check). TINYIO_RUNS scales the number of cases.
+// default thread pool). A second generator makes programs of hostile thread
+// calls (see "Hostile threads"). Runs use a fixed seed, then a fresh one that
+// is printed; to replay a failure, set TINYIO_SEED (and TINYIO_PATH, both
+// printed by fast-check). TINYIO_RUNS scales the number of cases.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { setFlagsFromString } from "node:v8";
@@ -47,7 +63,8 @@ type Coro<R = any> = tinyio.Coro<R>;
 const here = fileURLToPath(new URL(".", import.meta.url));
 
 // How many cases per property and seed. The sync property runs each case
-// once; the async one runs a batch of 1-3 programs per case.
+// once; the async one runs a batch of 1-3 programs per case; the thread
+// property, whose programs start and kill workers, runs a twelfth as many.
 const RUNS = Number(process.env.TINYIO_RUNS ?? 1000);
 const FIXED_SEED = 20240607;
 const FRESH_SEED = process.env.TINYIO_SEED !== undefined ? Number(process.env.TINYIO_SEED) : (Date.now() ^ (Math.random() * 0x7fffffff)) | 0;
@@ -1266,6 +1283,356 @@ describe("Generated programs match the model", () => {
       }
       await checkQuiet(snapshots);
       t.diagnostic(`toPromise: ${cases - before} executions (shrinking included); so far: ${statsLine()}`);
+    }
+  });
+});
+
+// Hostile threads
+// ---------------
+//
+// Programs of thread calls that misbehave, on small pools reused across
+// runs (a worker costs some 30 ms to start): a call may return, throw,
+// call `process.exit(n)` mid-call or a little later, leave a timer that
+// kills its worker once it is idle again ("poison"), spin forever or never
+// settle (always under a timeout), or honour `this.signal` the Node way.
+// A program is a few rounds, each a gather of 1-3 calls, each waited on
+// with `yield` (its error crashes the loop) or `yield*` (caught at that
+// line), bare or inside `timeout`; a round may end with a pause that lets
+// poisoned workers die, and one round may hold a coroutine that crashes the
+// loop after a few ms. A call that swallows its CancelledError yields a
+// thread call again, and must be closed instead.
+//
+// The model gives each call the outcomes it may have, the run the errors it
+// may fail with; a call that may land on a poisoned worker before it died
+// may fail with the poison. After each run: every coroutine ran its finally
+// once, no worker is busy (a busy worker is a referenced MessagePort in
+// `process.getActiveResourcesInfo()`; an idle one is not), and the pool
+// serves as many fresh calls at once as it has slots, promptly: no slot was
+// lost and no dead worker is handed out. At the end, no thread still ticks.
+
+type ThreadKind = "ok" | "throw" | "exit" | "exitLater" | "poison" | "poisonReject" | "poisonExit" | "hang" | "hangAsync" | "signal" | "signalLong";
+type ThreadForm = "plain" | "inline" | "timeout" | "timeoutPlain";
+type ThreadCall = { kind: ThreadKind; form: ThreadForm; ms: number; t: number; code: number; swallow: boolean };
+type ThreadProgram = { pool: number; driver: "run" | "toPromise"; rounds: { calls: ThreadCall[]; settle: boolean }[]; crash: { round: number; ms: number } | null };
+
+const NEVER_ENDS: ReadonlySet<ThreadKind> = new Set(["hang", "hangAsync", "signalLong"]);
+const POISONS: ReadonlySet<ThreadKind> = new Set(["poison", "poisonReject", "poisonExit"]);
+const SETTLE_MS = 40; // (a poison kills its worker 0-5 ms after the call returned)
+const THREAD_RUNS = Math.max(5, Math.round(RUNS / 12));
+
+// What runs in the thread. Self-contained: it travels as source. It ticks
+// its heartbeat cell while it works, so that we can tell when it stopped.
+function hostile(this: tinyio.ThreadContext, sab: SharedArrayBuffer, slot: number, kind: ThreadKind, ms: number, code: number): unknown {
+  const cells = new Int32Array(sab);
+  const tick = () => Atomics.add(cells, slot, 1);
+  const spin = (ms: number) => {
+    const end = Date.now() + ms;
+    do tick();
+    while (Date.now() < end);
+  };
+  const value = slot * 7 + 1;
+  switch (kind) {
+    case "ok": spin(ms); return value;
+    case "throw": spin(ms); throw new RangeError(`thrown in thread ${slot}`);
+    case "exit": spin(ms); return process.exit(code);
+    case "exitLater": setTimeout(() => process.exit(code), ms); return new Promise(() => setInterval(tick, 1));
+    case "poison": setTimeout(() => { throw new Error(`poison from call ${slot}`); }, ms); return value;
+    case "poisonReject": new Promise((_, reject) => setTimeout(() => reject(new Error(`poison from call ${slot}`)), ms)); return value;
+    case "poisonExit": setTimeout(() => process.exit(code), ms); return value;
+    case "hang": for (;;) tick();
+    case "hangAsync": return new Promise(() => setInterval(tick, 1));
+    case "signal": return require("node:timers/promises").setTimeout(ms, value, { signal: this.signal });
+    case "signalLong": return require("node:timers/promises").setTimeout(60_000, value, { signal: this.signal });
+  }
+}
+
+const threadCallArb = fc.record({
+  kind: fc.oneof(
+    { weight: 4, arbitrary: fc.constant("ok" as const) },
+    { weight: 2, arbitrary: fc.constant("throw" as const) },
+    { weight: 2, arbitrary: fc.constant("exit" as const) },
+    { weight: 1, arbitrary: fc.constant("exitLater" as const) },
+    { weight: 1, arbitrary: fc.constant("poison" as const) },
+    { weight: 1, arbitrary: fc.constant("poisonReject" as const) },
+    { weight: 2, arbitrary: fc.constant("poisonExit" as const) },
+    { weight: 1, arbitrary: fc.constant("hang" as const) },
+    { weight: 1, arbitrary: fc.constant("hangAsync" as const) },
+    { weight: 2, arbitrary: fc.constant("signal" as const) },
+    { weight: 1, arbitrary: fc.constant("signalLong" as const) },
+  ),
+  form: fc.constantFrom("plain" as const, "inline" as const, "timeout" as const, "timeoutPlain" as const),
+  ms: fc.integer({ min: 0, max: 5 }),
+  t: fc.constantFrom(0, 3, 15, 5000),
+  code: fc.integer({ min: 0, max: 7 }),
+  swallow: fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) }),
+});
+
+const threadProgramArb = fc
+  .record({
+    pool: fc.constantFrom(0, 1, 2), // ThreadPool(1), ThreadPool(2), the default pool
+    driver: fc.constantFrom("run" as const, "toPromise" as const),
+    rounds: fc.array(fc.record({ calls: fc.array(threadCallArb, { minLength: 1, maxLength: 3 }), settle: fc.boolean() }), { minLength: 1, maxLength: 3 }),
+    crash: fc.option(fc.record({ round: fc.nat(), ms: fc.constantFrom(0, 5, 20) }), { freq: 3 }),
+  })
+  .map((raw): ThreadProgram => ({
+    ...raw,
+    crash: raw.crash === null ? null : { round: raw.crash.round % raw.rounds.length, ms: raw.crash.ms },
+    // A call that never ends on its own is always under a short timeout.
+    rounds: raw.rounds.map(({ calls, settle }) => ({
+      settle,
+      calls: calls.map((c): ThreadCall => (NEVER_ENDS.has(c.kind) ? { ...c, form: c.form === "plain" || c.form === "timeoutPlain" ? "timeoutPlain" : "timeout", t: Math.min(c.t, 15) } : c)),
+    })),
+  }));
+
+// The model. A call may land on a worker that a poison will kill if a
+// poison call ran in its round, or in the round before with no pause after.
+const isPlain = (c: ThreadCall) => c.form === "plain" || c.form === "timeoutPlain";
+const isTimed = (c: ThreadCall) => c.form === "timeout" || c.form === "timeoutPlain";
+function poisoners(p: ThreadProgram, r: number, i: number): ThreadCall[] {
+  const before = r > 0 && !p.rounds[r - 1].settle ? p.rounds[r - 1].calls : [];
+  return [...p.rounds[r].calls.filter((_, k) => k !== i), ...before].filter((c) => POISONS.has(c.kind));
+}
+
+// What a call's error may be, as a tag (see `errorTag`), before the rule of
+// `yield` (a crash) or `yield*` (caught) applies.
+function callErrors(p: ThreadProgram, r: number, i: number): string[] {
+  const c = p.rounds[r].calls[i];
+  const own = c.kind === "throw" ? ["thrown"] : c.kind === "exit" || c.kind === "exitLater" ? [`exit ${c.code}`] : [];
+  // (A poison that exits kills the call it landed on with its own exit code.)
+  const poisons = poisoners(p, r, i).map((q) => (q.kind === "poisonExit" ? `exit ${q.code}` : "poison"));
+  return [...new Set([...own, ...poisons])];
+}
+
+// Whether the call fails for sure (its timeout, if any, cannot come first).
+const mustFail = (c: ThreadCall) => ["throw", "exit", "exitLater"].includes(c.kind) && !(isTimed(c) && c.t < 5000);
+
+function mayCrashIn(p: ThreadProgram, r: number): boolean {
+  return p.crash?.round === r || p.rounds[r].calls.some((c, i) => isPlain(c) && callErrors(p, r, i).length > 0);
+}
+
+function allowedOutcomes(p: ThreadProgram, r: number, i: number): Set<string> {
+  const c = p.rounds[r].calls[i];
+  const tags = new Set<string>();
+  // Under `yield`, the call's error crashes the loop: the waiter gets a CancelledError.
+  for (const tag of callErrors(p, r, i)) tags.add(isPlain(c) ? "cancelled" : tag);
+  if (!mustFail(c) && !NEVER_ENDS.has(c.kind) && !["throw", "exit", "exitLater"].includes(c.kind)) tags.add("value");
+  // (A timeout of 5 s waits out a worker's start and any short call.)
+  if (isTimed(c) && (c.t < 5000 || NEVER_ENDS.has(c.kind))) tags.add("timedOut");
+  if (mayCrashIn(p, r)) tags.add("cancelled");
+  return tags;
+}
+
+function errorTag(e: unknown, slot?: number): string {
+  if (!(e instanceof Error)) return `non-error ${String(e)}`;
+  const exit = /exited with code (\d+)/.exec(e.message);
+  if (exit !== null) return `exit ${exit[1]}`;
+  if (e.message.startsWith("poison from call")) return "poison";
+  if (e.name === "RangeError" && /^thrown in thread \d+$/.test(e.message)) return slot === undefined || e.message === `thrown in thread ${slot}` ? "thrown" : `thrown by another call: ${e.message}`;
+  return `error ${describeError(e)}`;
+}
+
+class ThreadExecution {
+  readonly program: ThreadProgram;
+  readonly call: <A extends unknown[]>(fn: (this: tinyio.ThreadContext, ...args: A) => unknown, ...args: A) => Coro;
+  readonly beats = new Int32Array(new SharedArrayBuffer(16 * 4));
+  readonly crashError = new Error("boom (the generated crash, beside thread calls)");
+  readonly started = new Map<string, number>();
+  readonly finallies = new Map<string, number>();
+  readonly outcomes = new Map<string, string>();
+  readonly problems: string[] = [];
+  swallowed = 0;
+  caughtErrors = 0;
+  log = 0;
+
+  constructor(program: ThreadProgram, call: ThreadExecution["call"]) {
+    this.program = program;
+    this.call = call;
+  }
+
+  *root(): Coro<string> {
+    return yield* this.#tracked("root", function* (this: ThreadExecution): Coro<string> {
+      let slot = 0;
+      for (const [r, round] of this.program.rounds.entries()) {
+        const coros: Coro[] = round.calls.map((c, i) => this.#call(`c${r}.${i}`, c, slot++));
+        if (this.program.crash?.round === r) coros.push(this.#crasher(this.program.crash.ms));
+        yield coros;
+        this.log++;
+        if (round.settle) yield tinyio.sleep(SETTLE_MS);
+      }
+      return "done";
+    }.call(this));
+  }
+
+  *#tracked<R>(id: string, body: Coro<R>): Coro<R> {
+    this.started.set(id, (this.started.get(id) ?? 0) + 1);
+    try {
+      return yield* body;
+    } finally {
+      this.finallies.set(id, (this.finallies.get(id) ?? 0) + 1);
+    }
+  }
+
+  *#crasher(ms: number): Coro<never> {
+    yield tinyio.sleep(ms);
+    throw this.crashError;
+  }
+
+  #call(id: string, c: ThreadCall, slot: number): Coro<void> {
+    const self = this;
+    const thread = () => this.call(hostile, this.beats.buffer as SharedArrayBuffer, slot, c.kind, c.ms, c.code);
+    // Under `yield*` the thread's error is thrown at that line, and caught.
+    function* caught(): Coro<{ value: unknown } | { error: unknown }> {
+      try {
+        return { value: yield* thread() };
+      } catch (error) {
+        if (error instanceof tinyio.CancelledError || error instanceof tinyio.TimeoutError) throw error;
+        // (If the loop was cancelling us, this was the thread's answer to
+        // its cancellation, which comes instead of the CancelledError: by
+        // returning, we swallow it, and the loop warns.)
+        self.caughtErrors++;
+        return { error };
+      }
+    }
+    return this.#tracked(id, (function* (): Coro<void> {
+      try {
+        let out: { value: unknown } | { error: unknown } | "timedOut";
+        if (c.form === "plain") out = { value: yield thread() };
+        else if (c.form === "inline") out = yield* caught();
+        else {
+          const [r, onTime] = yield tinyio.timeout(c.form === "timeout" ? caught() : thread(), c.t);
+          out = !onTime ? "timedOut" : c.form === "timeout" ? r : { value: r };
+        }
+        self.log++;
+        self.outcomes.set(id, out === "timedOut" ? out : "error" in out ? errorTag(out.error, slot) : out.value === slot * 7 + 1 ? "value" : `wrong value ${show(out.value)}`);
+      } catch (error) {
+        self.outcomes.set(id, error instanceof tinyio.CancelledError ? "cancelled" : `raised ${describeError(error)}`);
+        if (!(error instanceof tinyio.CancelledError) || !c.swallow) throw error;
+        // Swallows it, and yields again: the loop must not resume us, but
+        // close us (our finally runs), and the call we started holds nothing.
+        self.swallowed++;
+        yield* self.call(hostile, self.beats.buffer as SharedArrayBuffer, 15, "ok", 0, 0);
+        self.problems.push(`${id} swallowed its CancelledError, yielded a thread call, and was resumed`);
+      }
+    })());
+  }
+}
+
+const threadPools = [new tinyio.ThreadPool(1), new tinyio.ThreadPool(2)];
+const poolSlots = [1, 2, Math.min(32, availableParallelism() + 4)];
+function callerOf(pool: number): ThreadExecution["call"] {
+  return pool < threadPools.length ? (fn, ...args) => threadPools[pool].runInThread(fn, ...args) : (fn, ...args) => tinyio.runInThread(fn, ...args);
+}
+
+// Busy workers are referenced (they keep Node alive); Node lists each as a MessagePort.
+const referencedPorts = () => process.getActiveResourcesInfo().filter((r) => r === "MessagePort").length;
+
+function checkThreadRun(x: ThreadExecution, outcome: { value: unknown } | { error: unknown }): void {
+  const p = x.program;
+  assert.deepEqual(x.problems, [], "problems seen while running");
+  for (const [id, n] of x.started) {
+    assert.equal(n, 1, `${id} started ${n} times`);
+    assert.equal(x.finallies.get(id) ?? 0, 1, `${id} ran its finally ${x.finallies.get(id) ?? 0} times`);
+  }
+  p.rounds.forEach((round, r) =>
+    round.calls.forEach((c, i) => {
+      const id = `c${r}.${i}`;
+      const got = x.outcomes.get(id);
+      if (got === undefined) return assert.ok(!x.started.has(id), `${id} started but recorded no outcome`);
+      const allowed = allowedOutcomes(p, r, i);
+      assert.ok(allowed.has(got), `${id} (${JSON.stringify(c)}): ${got}; the model allows ${[...allowed].join(", ")}`);
+    }),
+  );
+  // The errors the run may fail with: the generated crash, or the error of a
+  // call waited on with `yield`.
+  const calls = p.rounds.flatMap((round, r) => round.calls.map((c, i) => ({ c, errors: callErrors(p, r, i) })));
+  const origins = new Set(calls.filter(({ c }) => isPlain(c)).flatMap(({ errors }) => errors));
+  const anyTag = new Set(calls.flatMap(({ errors }) => errors));
+  if ("value" in outcome) {
+    assert.ok(p.crash === null && !calls.some(({ c }) => isPlain(c) && mustFail(c)), `the run returned ${show(outcome.value)}, but it had to fail`);
+    assert.equal(outcome.value, "done");
+    return;
+  }
+  const thrown = outcome.error;
+  const [first, ...rest] = thrown instanceof AggregateError ? thrown.errors : [thrown];
+  assert.ok(first === x.crashError || origins.has(errorTag(first)), `the run failed with ${describeError(first)}; the model allows ${[...(p.crash ? ["the crash"] : []), ...origins].join(", ") || "no failure"}`);
+  // (A thread that answers its cancellation with an error of its own adds it.)
+  for (const e of rest) assert.ok(e instanceof tinyio.CancelledError || anyTag.has(errorTag(e)), `the AggregateError holds ${describeError(e)}`);
+}
+
+// A fresh batch of `slots` calls at once on the program's pool, on a fresh
+// loop: each must get a live worker and a slot, promptly.
+function checkPoolServes(pool: number, label: string): void {
+  const slots = poolSlots[pool];
+  const call = callerOf(pool);
+  const start = performance.now();
+  const fresh = (x: number) => x + 1;
+  const out = watching(label, () => new tinyio.Loop().run(tinyio.all(Array.from({ length: slots }, (_, i) => call(fresh, i)))));
+  const ms = performance.now() - start;
+  assert.deepEqual(out, Array.from({ length: slots }, (_, i) => i + 1), "the pool serves fresh calls after the run");
+  assert.ok(ms < 3_000, `${slots} fresh calls took ${ms.toFixed(0)} ms after the run`);
+}
+
+type ThreadSnapshot = { x: ThreadExecution; beats: number[] };
+
+async function runThreadProgram(program: ThreadProgram, snapshots: ThreadSnapshot[]): Promise<void> {
+  cases++;
+  const x = new ThreadExecution(program, callerOf(program.pool));
+  const label = `threads ${JSON.stringify(program)}`;
+  const warnedBefore = warned.length;
+  const portsBefore = referencedPorts();
+  const start = performance.now();
+  let outcome: { value: unknown } | { error: unknown };
+  let limit: NodeJS.Timeout | undefined;
+  try {
+    if (program.driver === "run") outcome = { value: watching(label, () => new tinyio.Loop().run(x.root())) };
+    else {
+      const hung = new Promise<"hung">((resolve) => (limit = setTimeout(() => resolve("hung"), SOFT_LIMIT_MS)));
+      outcome = { value: await Promise.race([tinyio.toPromise(x.root()), hung]) };
+      assert.notEqual(outcome.value, "hung", `toPromise did not settle within ${SOFT_LIMIT_MS} ms`);
+    }
+  } catch (error) {
+    if (error instanceof assert.AssertionError) throw error;
+    outcome = { error };
+  } finally {
+    clearTimeout(limit);
+  }
+  const ms = performance.now() - start;
+  assert.ok(ms < SOFT_LIMIT_MS, `the run took ${ms.toFixed(0)} ms`);
+  const warnings = warned.slice(warnedBefore);
+  const returned = warnings.filter((w) => w.includes("and returned"));
+  assert.ok(warnings.length - returned.length === x.swallowed && returned.length <= x.caughtErrors, `${x.swallowed} swallowers, ${x.caughtErrors} thread errors caught; warnings: ${warnings.join("; ")}`);
+  checkThreadRun(x, outcome);
+  snapshots.push({ x, beats: [...x.beats] });
+  // (A worker being terminated is referenced too, until it has exited: a few ms.)
+  for (let waited = 0; referencedPorts() > portsBefore && waited < 500; waited += 5) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(referencedPorts() <= portsBefore, `a worker is still referenced (busy) 500 ms after the run: ${process.getActiveResourcesInfo().join(", ")}`);
+  // Poisoned workers die within a few ms; then the pool must serve.
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  checkPoolServes(program.pool, `${label} (fresh calls after it)`);
+}
+
+describe("Hostile threads", () => {
+  let restore = () => {};
+  before(() => (restore = interceptWarnings()));
+  after(() => restore());
+
+  it("calls that exit, throw, poison their worker, hang or honour the signal: outcomes as modelled, no hang, no busy worker, the pool serves on", async (t) => {
+    for (const { seed, path, label } of seeds()) {
+      t.diagnostic(`threads: ${label} seed ${seed}, ${THREAD_RUNS} programs (replay: TINYIO_SEED=${seed})`);
+      const snapshots: ThreadSnapshot[] = [];
+      const before = cases;
+      const started = performance.now();
+      await fc.assert(
+        fc.asyncProperty(threadProgramArb, (program) => runThreadProgram(program, snapshots).catch((error: unknown) => {
+          if (error instanceof Error) error.message += `\nprogram: ${JSON.stringify(program)}`;
+          throw error;
+        })),
+        { seed, path, numRuns: THREAD_RUNS },
+      );
+      // Nothing ticks any more: every hanging thread was stopped.
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      for (const { x, beats } of snapshots) beats.forEach((b, slot) => assert.ok(x.beats[slot] - b <= 1, `thread ${slot} still ticks after the run ended\n${JSON.stringify(x.program)}`));
+      t.diagnostic(`threads: ${cases - before} executions (shrinking included) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     }
   });
 });
