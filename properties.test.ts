@@ -1310,18 +1310,20 @@ describe("Generated programs match the model", () => {
 // serves as many fresh calls at once as it has slots, promptly: no slot was
 // lost and no dead worker is handed out. At the end, no thread still ticks.
 
-type ThreadKind = "ok" | "throw" | "exit" | "exitLater" | "poison" | "poisonReject" | "poisonExit" | "hang" | "hangAsync" | "signal" | "signalLong";
+type ThreadKind = "ok" | "throw" | "exit" | "exitLater" | "vanish" | "poison" | "poisonReject" | "poisonExit" | "poisonVanish" | "hang" | "hangAsync" | "signal" | "signalLong";
 type ThreadForm = "plain" | "inline" | "timeout" | "timeoutPlain";
 type ThreadCall = { kind: ThreadKind; form: ThreadForm; ms: number; t: number; code: number; swallow: boolean };
 type ThreadProgram = { pool: number; driver: "run" | "toPromise"; rounds: { calls: ThreadCall[]; settle: boolean }[]; crash: { round: number; ms: number } | null };
 
 const NEVER_ENDS: ReadonlySet<ThreadKind> = new Set(["hang", "hangAsync", "signalLong"]);
-const POISONS: ReadonlySet<ThreadKind> = new Set(["poison", "poisonReject", "poisonExit"]);
+const POISONS: ReadonlySet<ThreadKind> = new Set(["poison", "poisonReject", "poisonExit", "poisonVanish"]);
 const SETTLE_MS = 40; // (a poison kills its worker 0-5 ms after the call returned)
 const THREAD_RUNS = Math.max(5, Math.round(RUNS / 12));
 
 // What runs in the thread. Self-contained: it travels as source. It ticks
 // its heartbeat cell while it works, so that we can tell when it stopped.
+// "vanish" dies without a word, as a worker out of memory does: it takes
+// away the listeners that would answer for it, then exits.
 function hostile(this: tinyio.ThreadContext, sab: SharedArrayBuffer, slot: number, kind: ThreadKind, ms: number, code: number): unknown {
   const cells = new Int32Array(sab);
   const tick = () => Atomics.add(cells, slot, 1);
@@ -1339,6 +1341,8 @@ function hostile(this: tinyio.ThreadContext, sab: SharedArrayBuffer, slot: numbe
     case "poison": setTimeout(() => { throw new Error(`poison from call ${slot}`); }, ms); return value;
     case "poisonReject": new Promise((_, reject) => setTimeout(() => reject(new Error(`poison from call ${slot}`)), ms)); return value;
     case "poisonExit": setTimeout(() => process.exit(code), ms); return value;
+    case "vanish": spin(ms); process.removeAllListeners("exit"); return process.exit(code);
+    case "poisonVanish": setTimeout(() => (process.removeAllListeners("exit"), process.exit(code)), ms); return value;
     case "hang": for (;;) tick();
     case "hangAsync": return new Promise(() => setInterval(tick, 1));
     case "signal": return require("node:timers/promises").setTimeout(ms, value, { signal: this.signal });
@@ -1355,6 +1359,8 @@ const threadCallArb = fc.record({
     { weight: 1, arbitrary: fc.constant("poison" as const) },
     { weight: 1, arbitrary: fc.constant("poisonReject" as const) },
     { weight: 2, arbitrary: fc.constant("poisonExit" as const) },
+    { weight: 1, arbitrary: fc.constant("vanish" as const) },
+    { weight: 1, arbitrary: fc.constant("poisonVanish" as const) },
     { weight: 1, arbitrary: fc.constant("hang" as const) },
     { weight: 1, arbitrary: fc.constant("hangAsync" as const) },
     { weight: 2, arbitrary: fc.constant("signal" as const) },
@@ -1397,14 +1403,15 @@ function poisoners(p: ThreadProgram, r: number, i: number): ThreadCall[] {
 // `yield` (a crash) or `yield*` (caught) applies.
 function callErrors(p: ThreadProgram, r: number, i: number): string[] {
   const c = p.rounds[r].calls[i];
-  const own = c.kind === "throw" ? ["thrown"] : c.kind === "exit" || c.kind === "exitLater" ? [`exit ${c.code}`] : [];
+  const own = c.kind === "throw" ? ["thrown"] : c.kind === "exit" || c.kind === "exitLater" ? [`exit ${c.code}`] : c.kind === "vanish" ? ["died"] : [];
   // (A poison that exits kills the call it landed on with its own exit code.)
-  const poisons = poisoners(p, r, i).map((q) => (q.kind === "poisonExit" ? `exit ${q.code}` : "poison"));
+  const poisons = poisoners(p, r, i).map((q) => (q.kind === "poisonExit" ? `exit ${q.code}` : q.kind === "poisonVanish" ? "died" : "poison"));
   return [...new Set([...own, ...poisons])];
 }
 
 // Whether the call fails for sure (its timeout, if any, cannot come first).
-const mustFail = (c: ThreadCall) => ["throw", "exit", "exitLater"].includes(c.kind) && !(isTimed(c) && c.t < 5000);
+const FAILS: ReadonlySet<ThreadKind> = new Set(["throw", "exit", "exitLater", "vanish"]);
+const mustFail = (c: ThreadCall) => FAILS.has(c.kind) && !(isTimed(c) && c.t < 5000);
 
 function mayCrashIn(p: ThreadProgram, r: number): boolean {
   return p.crash?.round === r || p.rounds[r].calls.some((c, i) => isPlain(c) && callErrors(p, r, i).length > 0);
@@ -1415,7 +1422,7 @@ function allowedOutcomes(p: ThreadProgram, r: number, i: number): Set<string> {
   const tags = new Set<string>();
   // Under `yield`, the call's error crashes the loop: the waiter gets a CancelledError.
   for (const tag of callErrors(p, r, i)) tags.add(isPlain(c) ? "cancelled" : tag);
-  if (!mustFail(c) && !NEVER_ENDS.has(c.kind) && !["throw", "exit", "exitLater"].includes(c.kind)) tags.add("value");
+  if (!NEVER_ENDS.has(c.kind) && !FAILS.has(c.kind)) tags.add("value");
   // (A timeout of 5 s waits out a worker's start and any short call.)
   if (isTimed(c) && (c.t < 5000 || NEVER_ENDS.has(c.kind))) tags.add("timedOut");
   if (mayCrashIn(p, r)) tags.add("cancelled");
@@ -1427,6 +1434,7 @@ function errorTag(e: unknown, slot?: number): string {
   const exit = /exited with code (\d+)/.exec(e.message);
   if (exit !== null) return `exit ${exit[1]}`;
   if (e.message.startsWith("poison from call")) return "poison";
+  if (/died before it answered/.test(e.message)) return "died";
   if (e.name === "RangeError" && /^thrown in thread \d+$/.test(e.message)) return slot === undefined || e.message === `thrown in thread ${slot}` ? "thrown" : `thrown by another call: ${e.message}`;
   return `error ${describeError(e)}`;
 }
