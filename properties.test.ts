@@ -673,9 +673,12 @@ class Execution {
     if (match === undefined) this.problems.push(`${id}: nested layers gave ${show(r)}; the model allows ${outcomes.map((o) => show(o.result)).join(" or ")}`);
     else if (this.started.has(bodyId) && !this.completed.has(bodyId)) {
       // Interrupted by layer k's deadline: a TimeoutError, or a CancelledError
-      // if an isolate below layer k cancelled its nested loop.
+      // if an isolate below layer k cancelled its nested loop. (Or the body
+      // failed on its own just before the deadline reached it, as it may
+      // return just before.)
       const caught = this.caught.get(bodyId);
-      const fine = match.first === 0 ? caught === own : op.layers.slice(0, match.first - 1).some((l) => l.kind === "isolate") ? caught instanceof tinyio.CancelledError : caught instanceof tinyio.TimeoutError;
+      const cut = op.layers.slice(0, match.first - 1).some((l) => l.kind === "isolate");
+      const fine = caught === own || (match.first > 0 && (cut ? caught instanceof tinyio.CancelledError : caught instanceof tinyio.TimeoutError));
       if (!fine) this.problems.push(`${id}: nested layers gave ${show(r)}, but the body caught ${describeError(caught)}`);
     }
     for (const tid of ids) if (this.started.has(tid) && this.finallies.get(tid) !== 1) this.problems.push(`${id}: the outermost layer returned before ${tid} ran its finally`);
