@@ -160,8 +160,8 @@ class Awaitable {
   result: unknown = undefined;
   // Whether a timeout interrupted it (see `timeout`).
   interrupted = false;
-  // The tasks that wait on it; made on first use.
-  waiters: Task[] | null = null;
+  // The tasks (or a timeout's waits) that wait on it; made on first use.
+  waiters: (Task | Wait)[] | null = null;
 
   // Done: keep the outcome, then count down everyone who waited.
   settle(result: unknown, failed: boolean): void {
@@ -297,13 +297,26 @@ class Wait extends Awaitable {
     this.settle(undefined, false);
   }
 
-  // A timeout interrupted it: it ends with the TimeoutError.
+  // Its deadline passed. (A timeout's own wait interrupts the wait it
+  // bounds instead, and ends with it: see `Within`.)
+  timeUp(): void {
+    if (this.source instanceof Within) this.source.inner.interrupt(new TimeoutError(`The wait did not finish within ${this.source.ms} ms.`));
+    else this.expire();
+  }
+
+  // A timeout interrupted it: it ends with the TimeoutError. (A timeout's
+  // own wait passes it on, and ends once the wait it bounds has ended.)
   interrupt(error: TimeoutError): void {
     if (this.state > RUNNING) return;
-    this.drop();
     this.interrupted = true;
+    this.result = error;
+    if (this.source instanceof Within && this.state === RUNNING) return this.source.inner.interrupt(error);
+    this.drop();
     this.settle(error, true);
   }
+
+  // (Only a timeout's own wait waits on something: see `Within`.)
+  countDown(): void { if (this.source instanceof Within) this.source.ready(this); }
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
   // a coroutine can (`yield*`, `loop.run`): while it has not finished, its
@@ -316,6 +329,42 @@ class Wait extends Awaitable {
   }
   throw(error: unknown): never { throw error; }
   [Symbol.iterator](): this { return this; }
+}
+
+// A timeout of a wait is a wait too: a view of the `inner` wait, with a
+// deadline of its own. It resumes whoever yields it with `[value, true]`
+// once the inner wait has fired, or, when its deadline comes first,
+// interrupts the inner wait and gives `[undefined, false]`. So a value (a
+// permit) goes straight to the coroutine that yields the timeout, with no
+// coroutine in between to lose it; and two timeouts of one wait see one
+// outcome, as two timeouts of one coroutine do.
+class Within implements Source {
+  inner: Wait;
+  ms: number;
+  constructor(inner: Wait, ms: number) { this.inner = inner; this.ms = ms; }
+
+  // The view was yielded: it waits on the inner wait (yielding that, if new).
+  add(view: Wait): void {
+    const { inner } = this;
+    if (inner.state > RUNNING) return this.ready(view);
+    if (inner.waiters === null) inner.waiters = [view];
+    else inner.waiters.push(view);
+    if (inner.state === NEW) inner.register(view.loop!);
+  }
+
+  // The inner wait has ended.
+  ready(view: Wait): void {
+    if (view.interrupted) view.settle(view.result, true); // (an outer timeout interrupted us)
+    else view.fire(this.inner.state === RETURNED ? [this.inner.result, true] : [undefined, false]);
+  }
+
+  // The view's value was not taken: the inner wait's neither. Or nobody
+  // waits on the view any more: then it stops waiting on the inner wait.
+  drop(view: Wait): void {
+    const { inner } = this;
+    if (view.state === RETURNED) inner.leave(false);
+    else if (inner.waiters?.includes(view) && (inner.waiters = inner.waiters.filter((waiter) => waiter !== view)).length === 0) inner.expire();
+  }
 }
 
 // A wait on `source`, typed as the coroutine it stands for.
@@ -559,7 +608,7 @@ export class Loop {
       pollThreads();
     }
     const now = this.timers.length > 0 ? performance.now() : 0;
-    while (this.timers.length > 0 && this.timers[0]!.deadline <= now) heapPop(this.timers).expire();
+    while (this.timers.length > 0 && this.timers[0]!.deadline <= now) heapPop(this.timers).timeUp();
   }
 
   // How long the driver may sleep: until the soonest timer that still
@@ -825,7 +874,7 @@ function valueOf(item: Awaitable): unknown {
 // coroutine that gathers N jobs cost each yielder its own few waiters. (The
 // Set is also the walk's queue: its iterator visits what is added to it.)
 function closesCycle(task: Task, dep: Task): boolean {
-  const above = new Set([task]);
+  const above = new Set<Awaitable>([task]);
   for (const waiting of above) {
     if (waiting === dep) return true;
     for (const waiter of waiting.waiters ?? []) above.add(waiter);
@@ -929,7 +978,8 @@ export function sleep(ms: number): Coro<void> {
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   mustBeCoro(coro, "timeout(coro, ms)");
-  return timeoutCoro(coro, checkMs(ms, "timeout(coro, ms)"));
+  checkMs(ms, "timeout(coro, ms)");
+  return coro instanceof Wait ? waitOn(new Within(coro, ms), ms) : timeoutCoro(coro, ms);
 }
 
 // We wait for `coro` itself, so that the loop sees the edge (a cycle through
