@@ -2035,6 +2035,21 @@ describe("Time", () => {
     }
     assert.equal(run(copyThenYield()), "both");
   });
+
+  it("returns [undefined, false] from a timeout whose coroutine caught the TimeoutError and returned a value after the deadline", () => {
+    // "If coro returns within ms, [value, true]; otherwise ... [undefined,
+    // false]" (so does the Python original): a value returned after the
+    // deadline, in answer to the TimeoutError, is not a return in time.
+    function* catchesItsTimeout(): Coro<string> {
+      try {
+        yield tinyio.sleep(1000);
+        return "finished";
+      } catch {
+        return "returned after the deadline";
+      }
+    }
+    assert.deepEqual(run(tinyio.timeout(catchesItsTimeout(), 20)), [undefined, false]);
+  });
 });
 
 // Synchronisation
