@@ -1710,7 +1710,7 @@ describe("Errors and cancellation", () => {
     assert.deepEqual(log, ["other got CancelledError", "other finally"]);
   });
 
-  it("does not claim in the warning that a swallowing coroutine was closed when it yields again whenever closed", async () => {
+  it("does not claim in the swallow warning what the loop did not do: one that yields again whenever closed is still open, one that returned was not closed", async () => {
     // Its finally yields again each time: return() cannot close it, so its
     // remaining finally blocks did not all run, and the warning must not
     // say they did.
@@ -1729,6 +1729,18 @@ describe("Errors and cancellation", () => {
     assert.equal(coro.next().done, false, "(it is still open)");
     assert.ok(warnings.length > 0);
     assert.doesNotMatch(warnings.join("\n"), /has closed it|remaining finally blocks ran/);
+    // Nor that one which returned by itself was closed with return().
+    function* returnsWhenCancelled(): Coro<string> {
+      try {
+        yield new tinyio.Event().wait();
+      } catch {
+        return "swallowed";
+      }
+      return "resumed";
+    }
+    const returned = await collectWarnings(() => thrownBy(() => run(tinyio.all([returnsWhenCancelled(), blowUp()]))));
+    assert.match(returned.join("\n"), /returned the string "swallowed"/);
+    assert.doesNotMatch(returned.join("\n"), /closed it with return\(\)/);
   });
 });
 
