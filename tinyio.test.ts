@@ -1115,6 +1115,38 @@ describe("Coroutines and what they may yield", () => {
     }
     assert.deepEqual(escaped, []);
   });
+
+  it("throws the TypeError for a bad yield into the coroutine even when its timeout lands in the same turn: the mistake is not passed off as a timeout", () => {
+    // The coroutine's sleep and its timeout's deadline both pass while a
+    // sibling blocks the thread; the coroutine then yields a number. If it
+    // got to yield it, its TypeError must come out of run, not
+    // [undefined, false] as if it had merely been slow.
+    const busyFor = (ms: number) => {
+      const end = performance.now() + ms;
+      while (performance.now() < end);
+    };
+    const masked: number[] = [];
+    for (let k = 1; k <= 5; k++) {
+      let yieldedTheNumber = false;
+      function* badYield(): Coro<void> {
+        yield tinyio.sleep(5);
+        yieldedTheNumber = true;
+        yield smuggle(42);
+      }
+      function* blocker(): Coro<void> {
+        yield* pause(k);
+        busyFor(30);
+      }
+      let outcome: unknown;
+      try {
+        outcome = run(tinyio.all([tinyio.timeout(badYield(), 10), blocker()]));
+      } catch (error) {
+        outcome = error;
+      }
+      if (yieldedTheNumber && !(originalOf(outcome) instanceof TypeError)) masked.push(k);
+    }
+    assert.deepEqual(masked, [], "the TypeError of `yield 42` was lost to the timeout");
+  });
 });
 
 // Loop
