@@ -507,6 +507,8 @@ export class Loop {
   seen = 0;
   /** @internal Whether the thread blocks while we wait (the synchronous `run`). */
   blocking = true;
+  /** @internal Whether someone else needs turns while we are busy: Node's event loop (under `toPromise`), an outer loop (under `isolate`). */
+  sharing = false;
   /** @internal Set by `isolate` while this nested loop has nothing to do. */
   parked: Event | null = null;
   #running = false;
@@ -539,6 +541,7 @@ export class Loop {
     if (task?.state === RUNNING) throw new Error(ELSEWHERE);
     this.#running = true;
     this.blocking = blocking;
+    this.sharing = who !== "Loop.run";
     return this.#runtime(coro, options ?? {});
   }
 
@@ -561,8 +564,8 @@ export class Loop {
         this.#collectWakeUps();
         // Run the queue in order. Tasks woken meanwhile join a fresh queue, so
         // each runs at most once per round. We read the clock after every step
-        // when a driver waits for its turn (every 1,000 under the synchronous
-        // `run`, where a reading costs about as much as a step).
+        // when someone else waits for a turn (every 1,000 under the plain
+        // synchronous `run`, where a reading costs about as much as a step).
         const batch = this.queue;
         this.queue = [];
         let i = 0;
@@ -570,7 +573,7 @@ export class Loop {
         while (i < batch.length && !breathe) {
           this.#step(batch[i++]!);
           if (--budget > 0) continue;
-          budget = this.blocking ? 1000 : 1;
+          budget = this.sharing ? 1 : 1000;
           breathe = performance.now() - sliceStart >= SLICE_MS;
         }
         if (i < batch.length) this.queue = batch.slice(i).concat(this.queue);
@@ -667,7 +670,7 @@ export class Loop {
     let done: unknown, value: unknown, swallowed: boolean;
     try {
       const out = this.#resume(task);
-      if (typeof out !== "object" || out === null) throw new TypeError(`A tinyio coroutine's next() returned ${describe(out)}, not an iterator result ({ value, done }). Is it a real generator?`);
+      if (typeof out !== "object" || out === null) throw new TypeError(`A tinyio coroutine's next() or throw() returned ${describe(out)}, not an iterator result ({ value, done }). Is it a real generator?`);
       ({ done, value } = out);
       // Once cancelled, a task may only finish, or wait on a shielded wait.
       swallowed = task.cancelled !== null && (Boolean(done) || !(value instanceof Wait && value.shield));
@@ -782,7 +785,7 @@ export class Loop {
     const task = records.get(coro);
     if (task?.state !== RUNNING || task.loop !== this) return false;
     task.interrupted = true;
-    task.error = error;
+    if (task.error === NONE) task.error = error; // (a mistake already on its way in goes first)
     if (task.waitingOn instanceof Wait && task.waitingOn.shield) return true;
     // It leaves what it waits on: a wait left with nobody waiting ends.
     for (const item of itemsOf(task.waitingOn)) {
@@ -906,7 +909,12 @@ function whyNotACoro(value: unknown): string | null {
 }
 
 function mustBeCoro(value: unknown, where: string): void {
-  const why = whyNotACoro(value);
+  let why: string | null;
+  try {
+    why = whyNotACoro(value);
+  } catch (error) {
+    why = `Reading it threw ${describe(error)}.`;
+  }
   if (why !== null) throw new TypeError(`${where} needs a coroutine (a generator object), but got ${describe(value)}. ${why || "Did you forget to call the generator function: main() rather than main?"}`);
 }
 
@@ -989,7 +997,10 @@ function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined
   const finished = new Event();
   try {
     yield new Set([alarm(coro, ms, finished)]); // (inside the try: an interruption here must end the alarm too)
-    return [yield coro, true];
+    const value = yield coro;
+    // (A coroutine that answered a timeout's TimeoutError with a value did
+    // not return in time: the same outcome as if it had let the error out.)
+    return records.get(coro)?.interrupted ? [undefined, false] : [value, true];
   } catch (error) {
     // Timed out: by our alarm, or by another timeout on the same coroutine.
     if (isTimeoutOf(coro, error)) return [undefined, false];
