@@ -419,7 +419,7 @@ function heapPop(heap: Wait[]): Wait {
  * console.log(new tinyio.Loop().run(main())); // ["woken", undefined]
  * ```
  */
-export class Event implements Source {
+export class Event {
   #flag = false;
   /** @internal The waits registered on this event and not yet fired. */
   waits = new Set<Wait>();
@@ -1059,7 +1059,7 @@ export interface Release {
  * console.log(new tinyio.Loop().run(main())); // [1, 2, 3]
  * ```
  */
-export class Semaphore implements Source {
+export class Semaphore {
   // Invariant: permits are `#free` only while nobody queues for one.
   #free: number;
   #queue: Wait[] = [];
