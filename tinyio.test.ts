@@ -2652,6 +2652,194 @@ describe("Synchronisation", () => {
     }
     assert.deepEqual(lost, [], `the permit is lost for good after a crash at step ${lost.join(", ")}`);
   });
+
+  describe("Queue", () => {
+    // Takes every item until the queue is closed and drained.
+    function* drain<T>(queue: tinyio.Queue<T>): Coro<T[]> {
+      const items: T[] = [];
+      for (;;) {
+        const [item, ok]: [T, true] | [undefined, false] = yield queue.get();
+        if (!ok) return items;
+        items.push(item);
+      }
+    }
+
+    it("passes items first in, first out, and gives [undefined, false] once closed and drained", () => {
+      const queue = new tinyio.Queue<number>();
+      function* producer(): Coro<void> {
+        for (let i = 0; i < 5; i++) {
+          yield queue.put(i);
+          if (i % 2 === 0) yield;
+        }
+        queue.close();
+      }
+      const [, items] = run(tinyio.all([producer(), drain(queue)]));
+      assert.deepEqual(items, [0, 1, 2, 3, 4]);
+      assert.deepEqual(run(tinyio.all([queue.get(), queue.get()])), [[undefined, false], [undefined, false]]);
+    });
+
+    it("makes put wait while the queue holds maxsize items, and get wait while it is empty", () => {
+      const log: string[] = [];
+      const queue = new tinyio.Queue<string>(2);
+      function* producer(): Coro<void> {
+        for (const item of ["a", "b", "c"]) {
+          yield queue.put(item);
+          log.push(`put ${item} (size ${queue.size})`);
+        }
+      }
+      function* consumer(): Coro<void> {
+        yield* pause(3); // the producer fills the queue and waits for room meanwhile
+        log.push("get");
+        const [item] = yield queue.get();
+        log.push(`got ${item}`);
+        const [second] = yield queue.get();
+        const [third] = yield queue.get();
+        log.push(`got ${second} ${third}`);
+        const [, ok] = yield tinyio.timeout(queue.get(), 20); // empty: it waits (here, until the timeout)
+        log.push(`empty get ok=${ok}`);
+      }
+      run(tinyio.all([producer(), consumer()]));
+      // (The get that makes room lets the waiting put in at once: "c" is in before the getter resumes.)
+      assert.deepEqual(log, ["put a (size 1)", "put b (size 2)", "get", "put c (size 2)", "got a", "got b c", "empty get ok=false"]);
+    });
+
+    it("serves waiting getters and putters first come, first served, and wakes one getter per item", () => {
+      const queue = new tinyio.Queue<number>(1);
+      const got: string[] = [];
+      let woken = 0;
+      function* getter(name: string): Coro<void> {
+        const [item] = yield queue.get();
+        woken++;
+        got.push(`${name}:${item}`);
+      }
+      function* main(): Coro<void> {
+        yield new Set(["g1", "g2", "g3"].map(getter));
+        yield* pause(2); // all three wait on the empty queue
+        yield queue.put(10);
+        yield* pause(2);
+        assert.equal(woken, 1, "one item wakes one getter");
+        yield [queue.put(20), queue.put(30)];
+      }
+      run(main());
+      assert.deepEqual(got, ["g1:10", "g2:20", "g3:30"]);
+      // Putters too: the first to wait for room is the first let in.
+      const full = new tinyio.Queue<string>(1);
+      function* putters(): Coro<string[]> {
+        yield full.put("first");
+        yield new Set([full.put("second"), full.put("third")]);
+        yield* pause(2);
+        full.close();
+        return yield* drain(full);
+      }
+      assert.throws(() => run(putters()), /closed/); // the putters still waiting for room fail
+    });
+
+    it("refuses a put after close, and a put still waiting for room when close is called, without adding the item", () => {
+      const queue = new tinyio.Queue<string>(1);
+      const outcomes: string[] = [];
+      function* tryPut(item: string): Coro<void> {
+        try {
+          yield* queue.put(item);
+          outcomes.push(`${item} added`);
+        } catch (error) {
+          outcomes.push(`${item}: ${(error as Error).message.includes("closed") ? "refused" : kindOf(error)}`);
+        }
+      }
+      function* main(): Coro<unknown[]> {
+        yield* tryPut("kept");
+        yield new Set([tryPut("waiting")]);
+        yield* pause(2);
+        queue.close();
+        yield* tryPut("late");
+        return yield* drain(queue);
+      }
+      assert.deepEqual(run(main()), ["kept"]);
+      assert.deepEqual(outcomes, ["kept added", "waiting: refused", "late: refused"]);
+    });
+
+    it("wakes every waiting getter with [undefined, false] when closed while empty", () => {
+      const queue = new tinyio.Queue<number>();
+      function* main(): Coro<unknown> {
+        const getters = [queue.get(), queue.get(), queue.get()];
+        yield new Set([closeSoon()]);
+        return yield getters;
+      }
+      function* closeSoon(): Coro<void> {
+        yield* pause(3);
+        queue.close();
+      }
+      assert.deepEqual(run(main()), [[undefined, false], [undefined, false], [undefined, false]]);
+    });
+
+    it("never lets a timed-out or cancelled get take an item with it, in both yield forms", () => {
+      for (const form of ["yield", "yield*"] as const) {
+        const queue = new tinyio.Queue<string>();
+        function* impatient(): Coro<unknown> {
+          return form === "yield" ? yield tinyio.timeout(queue.get(), 5) : yield* tinyio.timeout(queue.get(), 5);
+        }
+        function* main(): Coro<unknown> {
+          const first = yield impatient();
+          yield queue.put("x");
+          return [first, yield queue.get()];
+        }
+        assert.deepEqual(run(main()), [[undefined, false], ["x", true]], form);
+      }
+      // Handed an item, then interrupted before it ran: the item goes back, to the front.
+      for (let k = 0; k <= 6; k++) {
+        const queue = new tinyio.Queue<number>();
+        function* getsThenIsCancelled(): Coro<void> {
+          yield queue.get();
+        }
+        function* putsThenCrashes(): Coro<void> {
+          yield* pause(k);
+          yield queue.put(1);
+          yield queue.put(2);
+          yield;
+          throw new Error("kaboom");
+        }
+        thrownBy(() => run(tinyio.all([getsThenIsCancelled(), putsThenCrashes()])));
+        queue.close();
+        const left = run(drain(queue));
+        assert.ok(left.length === 2 || (left.length === 1 && left[0] === 2), `after a crash at step ${k}, the queue holds ${JSON.stringify(left)}`);
+        if (left.length === 2) assert.deepEqual(left, [1, 2], `order after a crash at step ${k}`);
+      }
+    });
+
+    it("lets a timed-out or cancelled put deliver its item or not, never half", () => {
+      const queue = new tinyio.Queue<string>(1);
+      function* main(): Coro<unknown> {
+        yield queue.put("a");
+        const late = yield tinyio.timeout(queue.put("b"), 5); // full: it times out, "b" is not added
+        const [first] = yield queue.get();
+        queue.close();
+        return [late, first, queue.size, yield* drain(queue)];
+      }
+      assert.deepEqual(run(main()), [[undefined, false], "a", 0, []]);
+    });
+
+    it("counts in size what it holds, never an item handed straight to a waiting getter", () => {
+      const queue = new tinyio.Queue<number>();
+      const sizes: number[] = [];
+      function* main(): Coro<void> {
+        const waiting = queue.get();
+        yield new Set([waiting]);
+        yield;
+        yield queue.put(1); // straight to the waiting getter
+        sizes.push(queue.size);
+        yield queue.put(2);
+        sizes.push(queue.size);
+        yield waiting;
+      }
+      run(main());
+      assert.deepEqual(sizes, [0, 1]);
+    });
+
+    it("takes a positive integer or Infinity as maxsize, and throws a RangeError otherwise", () => {
+      for (const bad of [0, -1, 1.5, Number.NaN]) assert.throws(() => new tinyio.Queue(bad), RangeError, String(bad));
+      assert.equal(new tinyio.Queue(Infinity).size, 0);
+      assert.equal(new tinyio.Queue(3).size, 0);
+    });
+  });
 });
 
 // Threads (worker_threads)

@@ -32,7 +32,7 @@
  * - the loop: {@link Loop} (`run`), {@link Coro}, {@link CancelledError};
  * - time: {@link sleep}, {@link timeout}, {@link TimeoutError};
  * - synchronisation: {@link Event}, {@link Semaphore}, {@link Lock},
- *   {@link Barrier}, {@link asCompleted}, {@link all};
+ *   {@link Barrier}, {@link Queue}, {@link asCompleted}, {@link all};
  * - threads: {@link runInThread}, {@link ThreadPool};
  * - promises: {@link toPromise}, {@link fromPromise};
  * - isolation: {@link isolate}, {@link copy}.
@@ -1081,7 +1081,7 @@ export class Semaphore {
   // (A wait not yet fired may be in the queue; a fired one holds a permit.)
   /** @internal */ drop(wait: Wait): void {
     if (wait.state === RETURNED) (wait.result as Release)[Symbol.dispose]();
-    else if (this.#queue.includes(wait)) this.#queue.splice(this.#queue.indexOf(wait), 1);
+    else remove(this.#queue, wait);
   }
 
   #permit(): Release {
@@ -1138,6 +1138,107 @@ export class Barrier {
     yield this.#everyone.wait();
     return index;
   }
+}
+
+/**
+ * A first-in first-out channel between coroutines, holding at most
+ * `maxsize` items. `put` waits while it is full; `get` waits while it is
+ * empty, and gives `[item, true]`, or `[undefined, false]` once the queue is
+ * closed and drained. One item wakes one getter; getters and putters are
+ * served first come, first served. A `get` that is timed out or cancelled
+ * never takes an item with it, and a `put` either delivered its item or did
+ * not, in both `yield` and `yield*` forms.
+ * @example
+ * ```ts
+ * import * as tinyio from "./tinyio.ts";
+ * const queue = new tinyio.Queue<number>(2);
+ * function* producer() { for (let i = 1; i <= 5; i++) yield queue.put(i); queue.close(); }
+ * function* consumer() {
+ *   let total = 0;
+ *   for (;;) { const [item, ok] = yield queue.get(); if (!ok) return total; total += item; }
+ * }
+ * function* main() { return yield [producer(), consumer()]; }
+ * console.log(new tinyio.Loop().run(main())); // [undefined, 15]
+ * ```
+ */
+export class Queue<T> {
+  #items: T[] = [];
+  #getters: Wait[] = [];
+  #putters: { wait: Wait; item: T }[] = [];
+  #maxsize: number;
+  #closed = false;
+  // The source of every `get()`'s wait. A getter fired with an item that
+  // it then did not take gives the item back, to the front of the line.
+  #getting: Source = {
+    add: (wait) => {
+      if (this.#items.length > 0) this.#take(wait);
+      else if (this.#closed) wait.fire([undefined, false]);
+      else this.#getters.push(wait);
+    },
+    drop: (wait) => {
+      if (wait.state === RUNNING) return remove(this.#getters, wait);
+      const [item, ok] = wait.result as [T, boolean];
+      if (ok) this.#offer(item, true);
+    },
+  };
+
+  /** @param maxsize how many items it may hold: a positive integer, or Infinity (the default). */
+  constructor(maxsize = Infinity) {
+    this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)");
+  }
+
+  /** How many items it holds (an item handed straight to a waiting getter never counts). */
+  get size(): number { return this.#items.length; }
+
+  /** Waits for an item: `[item, true]`, or `[undefined, false]` once the queue is closed and empty. */
+  get(): Coro<[T, true] | [undefined, false]> { return waitOn(this.#getting, Infinity); }
+
+  /** Waits for room, and adds `item`. After `close()`, an `Error` (and the item is not added). */
+  put(item: T): Coro<void> {
+    return waitOn({
+      add: (wait) => {
+        if (this.#closed) wait.settle(new Error(CLOSED), true);
+        else if (this.#getters.length > 0 || this.#items.length < this.#maxsize) this.#offer(item, false), wait.fire();
+        else this.#putters.push({ wait, item });
+      },
+      // (Dropped while it waits for room: its item was never added.)
+      drop: (wait) => void (this.#putters = this.#putters.filter((putter) => putter.wait !== wait)),
+    }, Infinity);
+  }
+
+  /**
+   * Refuses further `put`s (a `put` still waiting for room fails too, its
+   * item not added); getters get `[undefined, false]` once the items are gone.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const { wait } of this.#putters.splice(0)) wait.settle(new Error(CLOSED), true);
+    if (this.#items.length === 0) for (const getter of this.#getters.splice(0)) getter.fire([undefined, false]);
+  }
+
+  // A getter takes the first item, which makes room for the first putter.
+  #take(wait: Wait): void {
+    wait.fire([this.#items.shift(), true]);
+    const putter = this.#putters.shift();
+    if (putter !== undefined) this.#items.push(putter.item), putter.wait.fire();
+  }
+
+  // An item goes straight to the longest-waiting getter, or into the queue:
+  // at the back, or at the front if it comes back from a getter.
+  #offer(item: T, back: boolean): void {
+    const getter = this.#getters.shift();
+    if (getter !== undefined) getter.fire([item, true]);
+    else if (back) this.#items.unshift(item);
+    else this.#items.push(item);
+  }
+}
+
+const CLOSED = "This queue is closed: put() after close(), or a put() still waiting for room when close() was called, does not add its item.";
+
+// Removes `item` from `list`, if it is there.
+function remove<T>(list: T[], item: T): void {
+  const i = list.indexOf(item);
+  if (i >= 0) list.splice(i, 1);
 }
 
 /**
