@@ -190,6 +190,11 @@ class Task extends Awaitable {
   error: unknown = NONE;
   // The CancelledError it was given, once the loop cancelled it.
   cancelled: CancelledError | null = null;
+  // A timeout that came before its first step, to apply once it has taken
+  // it (a coroutine always gets that one, as in the Python original), and
+  // whether it has.
+  deferred: TimeoutError | null = null;
+  stepped = false;
   constructor(coro: Coro, loop: Loop) {
     super();
     this.coro = coro;
@@ -200,6 +205,13 @@ class Task extends Awaitable {
 }
 
 const records = new WeakMap<object, Task>();
+
+// A coroutine's record, made (in state NEW) if it has none yet.
+function recordFor(coro: Coro, loop: Loop): Task {
+  let task = records.get(coro);
+  if (task === undefined) records.set(coro, (task = new Task(coro, loop)));
+  return task;
+}
 
 // The record to look at for a coroutine: its task, or the wait itself.
 const recordOf = (coro: Coro): Awaitable | undefined => (coro instanceof Wait ? coro : records.get(coro));
@@ -250,6 +262,7 @@ interface Source {
 class Wait extends Awaitable {
   source: Source;
   deadline: number;
+  timer: Timer | null = null;
   loop: Loop | null = null;
   // A shielded wait is not cut short by a crash or a timeout: it is how a
   // thread call gives its thread the grace period, and how `isolate` waits
@@ -271,6 +284,12 @@ class Wait extends Awaitable {
     this.loop = loop;
     this.source.add(this);
     if (this.state === RUNNING && this.deadline !== Infinity) loop.addTimer(this);
+  }
+
+  // Once it has ended, its timer (if any) lets go of it.
+  settle(result: unknown, failed: boolean): void {
+    if (this.timer !== null) this.timer.wait = null;
+    super.settle(result, failed);
   }
 
   // Its source fires it. (With nobody waiting, its value goes straight back.)
@@ -297,20 +316,20 @@ class Wait extends Awaitable {
     this.settle(undefined, false);
   }
 
-  // Its deadline passed. (A timeout's own wait interrupts the wait it
-  // bounds instead, and ends with it: see `Within`.)
+  // Its deadline passed. (A timeout's own wait interrupts what it bounds
+  // instead, and ends once that has: see `Within`.)
   timeUp(): void {
-    if (this.source instanceof Within) this.source.inner.interrupt(new TimeoutError(`The wait did not finish within ${this.source.ms} ms.`));
+    if (this.source instanceof Within) interrupt(this.source.inner!, new TimeoutError(`It did not finish within ${this.source.ms} ms.`));
     else this.expire();
   }
 
   // A timeout interrupted it: it ends with the TimeoutError. (A timeout's
-  // own wait passes it on, and ends once the wait it bounds has ended.)
+  // own wait passes it on, and ends once what it bounds has ended.)
   interrupt(error: TimeoutError): void {
     if (this.state > RUNNING) return;
     this.interrupted = true;
     this.result = error;
-    if (this.source instanceof Within && this.state === RUNNING) return this.source.inner.interrupt(error);
+    if (this.source instanceof Within && this.state === RUNNING) return interrupt(this.source.inner!, error);
     this.drop();
     this.settle(error, true);
   }
@@ -331,42 +350,6 @@ class Wait extends Awaitable {
   [Symbol.iterator](): this { return this; }
 }
 
-// A timeout of a wait is a wait too: a view of the `inner` wait, with a
-// deadline of its own. It resumes whoever yields it with `[value, true]`
-// once the inner wait has fired, or, when its deadline comes first,
-// interrupts the inner wait and gives `[undefined, false]`. So a value (a
-// permit) goes straight to the coroutine that yields the timeout, with no
-// coroutine in between to lose it; and two timeouts of one wait see one
-// outcome, as two timeouts of one coroutine do.
-class Within implements Source {
-  inner: Wait;
-  ms: number;
-  constructor(inner: Wait, ms: number) { this.inner = inner; this.ms = ms; }
-
-  // The view was yielded: it waits on the inner wait (yielding that, if new).
-  add(view: Wait): void {
-    const { inner } = this;
-    if (inner.state > RUNNING) return this.ready(view);
-    if (inner.waiters === null) inner.waiters = [view];
-    else inner.waiters.push(view);
-    if (inner.state === NEW) inner.register(view.loop!);
-  }
-
-  // The inner wait has ended.
-  ready(view: Wait): void {
-    if (view.interrupted) view.settle(view.result, true); // (an outer timeout interrupted us)
-    else view.fire(this.inner.state === RETURNED ? [this.inner.result, true] : [undefined, false]);
-  }
-
-  // The view's value was not taken: the inner wait's neither. Or nobody
-  // waits on the view any more: then it stops waiting on the inner wait.
-  drop(view: Wait): void {
-    const { inner } = this;
-    if (view.state === RETURNED) inner.leave(false);
-    else if (inner.waiters?.includes(view) && (inner.waiters = inner.waiters.filter((waiter) => waiter !== view)).length === 0) inner.expire();
-  }
-}
-
 // A wait on `source`, typed as the coroutine it stands for.
 const waitOn = <T = void>(source: Source, ms: number): Coro<T> => new Wait(source, ms) as unknown as Coro<T>;
 
@@ -376,19 +359,23 @@ function shielded(wait: Coro<void>): Coro<void> { (wait as unknown as Wait).shie
 // A sleep is a wait that nothing fires, so that only its deadline ends it.
 const never: Source = { add() {}, drop() {} };
 
-// The timer heap: a binary min-heap of waits by deadline, so the soonest is
-// always at index 0, and adding or removing one costs O(log n). A wait that
-// fired early (its event was set) stays in the heap until it reaches the
-// top, where the loop throws it away: cheaper than searching for it. (So
-// that a million such waits cannot pile up, the loop sweeps them out
+// The timer heap: a binary min-heap of timers by deadline, so the soonest is
+// always at index 0, and adding or removing one costs O(log n). A timer is
+// a wait's place in the heap. When the wait ends early (its event was set),
+// its timer lets go of it, but stays in the heap until it reaches the top,
+// where the loop throws it away: cheaper than searching for it. So a wait
+// that finished early holds nothing (its value, its task) meanwhile. (So
+// that a million such timers cannot pile up, the loop sweeps them out
 // whenever the heap has doubled; see `addTimer`.)
-function heapPush(heap: Wait[], wait: Wait): void {
-  let i = heap.push(wait) - 1; // a hole at the bottom, which rises past later deadlines
-  for (let parent = (i - 1) >> 1; i > 0 && heap[parent]!.deadline > wait.deadline; i = parent, parent = (i - 1) >> 1) heap[i] = heap[parent]!;
-  heap[i] = wait;
+type Timer = { deadline: number; wait: Wait | null };
+
+function heapPush(heap: Timer[], timer: Timer): void {
+  let i = heap.push(timer) - 1; // a hole at the bottom, which rises past later deadlines
+  for (let parent = (i - 1) >> 1; i > 0 && heap[parent]!.deadline > timer.deadline; i = parent, parent = (i - 1) >> 1) heap[i] = heap[parent]!;
+  heap[i] = timer;
 }
 
-function heapPop(heap: Wait[]): Wait {
+function heapPop(heap: Timer[]): Timer {
   const top = heap[0]!;
   const last = heap.pop()!; // moves into the hole at the top, then sinks
   let i = 0;
@@ -500,7 +487,7 @@ const SLICE_MS = 5;
 export class Loop {
   /** @internal */ queue: Task[] = [];
   /** @internal */ live = new Set<Task>();
-  /** @internal */ timers: Wait[] = [];
+  /** @internal */ timers: Timer[] = [];
   /** @internal The error that crashed the run, then the errors raised while cancelling. */
   crash: { error: unknown; errors: unknown[] } | null = null;
   /** @internal The wake word's value when the loop last looked for work. */
@@ -611,7 +598,7 @@ export class Loop {
       pollThreads();
     }
     const now = this.timers.length > 0 ? performance.now() : 0;
-    while (this.timers.length > 0 && this.timers[0]!.deadline <= now) heapPop(this.timers).timeUp();
+    while (this.timers.length > 0 && this.timers[0]!.deadline <= now) heapPop(this.timers).wait?.timeUp();
   }
 
   // How long the driver may sleep: until the soonest timer that still
@@ -619,20 +606,20 @@ export class Loop {
   // libuv, we sleep in whole milliseconds, so that timers due within the
   // same millisecond fire in one wake-up rather than one wake-up each.
   #sleepTime(): number {
-    while (this.timers.length > 0 && this.timers[0]!.state !== RUNNING) heapPop(this.timers);
+    while (this.timers.length > 0 && this.timers[0]!.wait === null) heapPop(this.timers);
     if (this.timers.length === 0) return Infinity;
     const left = this.timers[0]!.deadline - performance.now();
     return left > 0 ? Math.ceil(left) : 0;
   }
 
-  /** @internal Adds a timed wait to the heap; sweeps out fired ones whenever it has doubled. */
+  /** @internal Gives a timed wait its timer; sweeps out spent timers whenever the heap has doubled. */
   addTimer(wait: Wait): void {
     if (this.timers.length >= this.#sweepAt) {
       // (A sorted array is a valid heap.)
-      this.timers = this.timers.filter((timer) => timer.state === RUNNING).sort((a, b) => a.deadline - b.deadline);
+      this.timers = this.timers.filter((timer) => timer.wait !== null).sort((a, b) => a.deadline - b.deadline);
       this.#sweepAt = 2 * this.timers.length + 64;
     }
-    heapPush(this.timers, wait);
+    heapPush(this.timers, (wait.timer = { deadline: wait.deadline, wait }));
   }
 
   /**
@@ -647,12 +634,11 @@ export class Loop {
   }
 
   #start(coro: Coro): Task {
-    const task = new Task(coro, this);
-    records.set(coro, task);
-    return this.#begin(task);
+    return this.begin(recordFor(coro, this));
   }
 
-  #begin(task: Task): Task {
+  /** @internal Starts a task that is new here. */
+  begin(task: Task): Task {
     task.state = RUNNING;
     this.live.add(task);
     this.queue.push(task);
@@ -683,9 +669,11 @@ export class Loop {
       this.#finish(task, task.cancelled, true);
     } else if (done) this.#finish(task, value, false);
     else this.#schedule(task, value);
+    if (task.deferred !== null) this.timeOut(task, task.deferred);
   }
 
   #resume(task: Task): IteratorResult<unknown> {
+    task.stepped = true;
     const { waitingOn } = task;
     task.waitingOn = undefined;
     let { error } = task;
@@ -733,7 +721,7 @@ export class Loop {
     }
     // `yield new Set([...])` starts what is new, and goes on at once.
     if (background) {
-      for (const item of items) if (item instanceof Task && item.state === NEW) this.#begin(item);
+      for (const item of items) if (item instanceof Task && item.state === NEW) this.begin(item);
       return void this.queue.push(task);
     }
     // Otherwise it waits. The count starts one too high, so that it cannot
@@ -750,7 +738,7 @@ export class Loop {
       if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
       else item.waiters.push(task);
       // New: start it (a wait asks its source, which may fire it at once).
-      if (item.state === NEW) item instanceof Task ? this.#begin(item) : item.register(this);
+      if (item.state === NEW) item instanceof Task ? this.begin(item) : item.register(this);
     }
     task.waitingOn = gather ? items : items[0];
     task.countDown();
@@ -765,37 +753,42 @@ export class Loop {
     for (const item of list) {
       if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
       let dep = item instanceof Wait && !background ? item : records.get(item as Coro);
-      if (dep?.state === RUNNING && dep.loop !== this) return new Error(ELSEWHERE);
-      if (dep instanceof Task && dep.state === RUNNING && !background && closesCycle(task, dep)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
-      if (dep === undefined) records.set(item as Coro, (dep = new Task(item as Coro, this)));
-      items.push(dep);
+      // (Yielding a timeout is waiting on what it bounds: that is what we check.)
+      let target: Awaitable | undefined = dep;
+      while (target instanceof Wait && target.source instanceof Within) target = target.source.inner ?? recordOf(target.source.coro);
+      if (target?.state === RUNNING && (target as Task | Wait).loop !== this) return new Error(ELSEWHERE);
+      if (target instanceof Task && target.state === RUNNING && !background && closesCycle(task, target)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
+      items.push(dep ?? recordFor(item as Coro, this));
     }
     return null;
   }
 
   /**
-   * @internal `timeout` interrupts `coro`: a TimeoutError is thrown in at its
-   * `yield`, whatever it waits on. It stops waiting (its waits are dropped,
-   * the tasks it waited on forget it), unless it is in a shielded wait,
-   * which it finishes first. Returns false if `coro` is not running here.
+   * @internal `timeout` interrupts a task: the TimeoutError is thrown in at
+   * its `yield`, whatever it waits on. It stops waiting (what it waited on
+   * forgets it), unless it is in a shielded wait, which it finishes first.
    */
-  timeOut(coro: Coro, ms: number): boolean {
-    const error = new TimeoutError(`The coroutine did not finish within ${ms} ms.`);
-    if (coro instanceof Wait) return coro.state <= RUNNING && (coro.interrupt(error), true);
-    const task = records.get(coro);
-    if (task?.state !== RUNNING || task.loop !== this) return false;
+  timeOut(task: Task, error: TimeoutError): void {
+    task.deferred = task.stepped ? null : error;
+    if (task.state !== RUNNING || !task.stepped) return;
     task.interrupted = true;
     if (task.error === NONE) task.error = error; // (a mistake already on its way in goes first)
-    if (task.waitingOn instanceof Wait && task.waitingOn.shield) return true;
-    // It leaves what it waits on: a wait left with nobody waiting ends.
+    if (task.waitingOn instanceof Wait && task.waitingOn.shield) return;
+    // It leaves what it waits on (a wait left with nobody waiting ends); but
+    // a timeout it waits on is interrupted instead, and waited for: it ends
+    // once what it bounds has, so nested timeouts each keep their bound.
+    const timeouts = itemsOf(task.waitingOn).filter((item) => item instanceof Wait && item.source instanceof Within && item.state === RUNNING);
     for (const item of itemsOf(task.waitingOn)) {
+      if (timeouts.includes(item)) continue;
       if (item.state === RUNNING) item.waiters = item.waiters!.filter((waiter) => waiter !== task);
       if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
       else if (item instanceof Wait && item.waiters!.length === 0) item.expire();
     }
-    task.waitingOn = undefined;
-    if (task.count > 0) (task.count = 0), this.queue.push(task); // (else it is queued already)
-    return true;
+    task.waitingOn = timeouts.length > 0 ? timeouts : undefined;
+    if (task.count === 0) return; // (queued already)
+    task.count = timeouts.length + 1; // (one too high while we interrupt, as in `#schedule`)
+    for (const view of timeouts) (view as Wait).interrupt(error);
+    task.countDown();
   }
 
   // A task is done. Its outcome goes on its record; a failure crashes the
@@ -803,7 +796,7 @@ export class Loop {
   // receive). Either way, everyone waiting on it is counted down.
   #finish(task: Task, result: unknown, failed: boolean): void {
     this.live.delete(task);
-    if (failed && (this.crash !== null || !(task.interrupted && isA(result, TimeoutError)))) this.#crash(result);
+    if (failed && !(task.interrupted && isA(result, TimeoutError))) this.#crash(result);
     task.settle(result, failed);
   }
 
@@ -844,7 +837,7 @@ export class Loop {
   #crash(error: unknown): void {
     if (this.crash !== null) return void this.crash.errors.push(error);
     this.crash = { error, errors: [] };
-    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) item.expire();
+    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield && !(item.source instanceof Within && item.source.inner instanceof Task)) item.expire();
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a
@@ -986,37 +979,62 @@ export function sleep(ms: number): Coro<void> {
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   mustBeCoro(coro, "timeout(coro, ms)");
-  checkMs(ms, "timeout(coro, ms)");
-  return coro instanceof Wait ? waitOn(new Within(coro, ms), ms) : timeoutCoro(coro, ms);
+  return waitOn(new Within(coro, checkMs(ms, "timeout(coro, ms)")), ms);
 }
 
-// We wait for `coro` itself, so that the loop sees the edge (a cycle through
-// a timeout is found at once), while an alarm in the background interrupts
-// `coro` at the deadline, unless `finished` says we are done by then.
-function* timeoutCoro<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
-  const finished = new Event();
-  try {
-    yield new Set([alarm(coro, ms, finished)]); // (inside the try: an interruption here must end the alarm too)
-    const value = yield coro;
-    // (A coroutine that answered a timeout's TimeoutError with a value did
-    // not return in time: the same outcome as if it had let the error out.)
-    return records.get(coro)?.interrupted ? [undefined, false] : [value, true];
-  } catch (error) {
-    // Timed out: by our alarm, or by another timeout on the same coroutine.
-    if (isTimeoutOf(coro, error)) return [undefined, false];
-    // A TimeoutError that is not `coro`'s: we were interrupted ourselves (by
-    // an outer timeout). Pass it on to `coro`, so that nested timeouts each
-    // keep their bound, and let it finish before we go on.
-    if (error instanceof TimeoutError && current!.timeOut(coro, ms)) yield* watch(coro);
-    throw error;
-  } finally {
-    finished.set();
+// A timeout is a wait: a view of what it bounds (`coro`, a coroutine or a
+// wait), with a deadline of its own. Yielding it waits on `coro` (starting
+// it, if new), so the loop sees that edge: a cycle through a timeout is
+// found at once. When `coro` has finished, the view resumes whoever yields
+// it with `[value, true]`; when its deadline comes first, it interrupts
+// `coro` (see `interrupt`), and once `coro` has finished, cleanup included,
+// gives `[undefined, false]`. So a permit of `timeout(sem.acquire(), ms)`
+// goes straight to the coroutine that yields the timeout, with no coroutine
+// in between to lose it; and two timeouts of one coroutine see one outcome.
+// An interrupted timeout passes the interruption on, so nested timeouts
+// each keep their bound.
+class Within implements Source {
+  coro: Coro;
+  inner: Task | Wait | null = null; // (the record of `coro`, once the view is yielded)
+  ms: number;
+  constructor(coro: Coro, ms: number) { this.coro = coro; this.ms = ms; }
+
+  add(view: Wait): void {
+    const loop = view.loop!;
+    const inner = (this.inner ??= this.coro instanceof Wait ? this.coro : recordFor(this.coro, loop));
+    if (inner.state > RUNNING) return this.ready(view);
+    if (inner.waiters === null) inner.waiters = [view];
+    else inner.waiters.push(view);
+    if (inner.state === NEW) inner instanceof Task ? loop.begin(inner) : inner.register(loop);
+  }
+
+  // What it bounds has finished (or had, when the view was yielded). A
+  // coroutine that answered its TimeoutError with a value did not return in
+  // time either; one that failed otherwise passes its error on.
+  ready(view: Wait): void {
+    const inner = this.inner!;
+    if (view.interrupted) view.settle(view.result, true); // (an outer timeout interrupted us)
+    else if (inner.state === FAILED && !timedOut(inner)) view.settle(inner.result, true);
+    else view.fire(inner.state === RETURNED && !inner.interrupted ? [inner.result, true] : [undefined, false]);
+  }
+
+  // The view's value was not taken, so neither was the inner wait's. Or
+  // nobody waits on the view any more: then it stops waiting, too.
+  drop(view: Wait): void {
+    const inner = this.inner;
+    if (inner === null) return;
+    if (view.state === RETURNED) return inner instanceof Wait ? inner.leave(false) : undefined;
+    if (!inner.waiters?.includes(view)) return;
+    inner.waiters = inner.waiters.filter((waiter) => waiter !== view);
+    if (inner instanceof Wait && inner.waiters.length === 0) inner.expire();
   }
 }
 
-function* alarm(coro: Coro, ms: number, finished: Event): Coro<void> {
-  yield finished.wait(ms);
-  if (!finished.isSet()) current!.timeOut(coro, ms);
+// A timeout interrupts what it bounds: a task gets the TimeoutError thrown
+// in at its `yield`; a wait ends with it.
+function interrupt(record: Task | Wait, error: TimeoutError): void {
+  if (record instanceof Wait) record.interrupt(error);
+  else record.loop.timeOut(record, error);
 }
 
 // Waits for `coro` and calls `then` once it has finished. A timeout of
