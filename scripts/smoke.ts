@@ -204,7 +204,7 @@ await check("toPromise: fromPromise, Node timers run meanwhile, abort signal", a
   }
   const value = await tinyio.toPromise(main());
   clearInterval(ticker);
-  expectEqual([value, ticks > 5], [42, true]);
+  expectEqual([value, ticks > 0], [42, true]); // (any tick at all: a loaded machine may give few)
   const controller = new AbortController();
   const reason = new Error("stop");
   setTimeout(() => controller.abort(reason), 10);
