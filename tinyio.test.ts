@@ -3464,19 +3464,20 @@ describe("Promises (Node's own event loop)", () => {
 
   it("a real SIGINT or SIGTERM mid-run shuts examples/12-shutdown.ts down gracefully: every finally ran, the thread call was stopped, and the exit code is 130 or 143", async () => {
     // The example's recipe: under toPromise, a signal listener aborts the
-    // run's signal. Its work would take 20 s; the signal comes once it has
-    // printed "running" (two coroutines asleep, one thread call out).
+    // run's signal. Its work would take 20 s; the signal comes once its
+    // thread has printed "thread: running" (by then two coroutines sleep,
+    // and the thread waits on its own signal).
     const example = join(here, "examples", "12-shutdown.ts");
     const cases: [NodeJS.Signals, number][] = [["SIGINT", 130], ["SIGTERM", 143]];
     await everyCase(cases.map(async ([sent, exitCode]) => {
-      const { code, signal, stdout, stderr, sent: wasSent, msAfterSignal } = await signalTsScriptWhenReady(example, ["20000"], "running", sent);
+      const { code, signal, stdout, stderr, sent: wasSent, msAfterSignal } = await signalTsScriptWhenReady(example, ["20000"], "thread: running", sent);
       const output = `${sent}: stdout: ${stdout.slice(-1000)}\nstderr: ${stderr.slice(-1000)}`;
-      assert.ok(wasSent, `the example never printed "running"\n${output}`);
+      assert.ok(wasSent, `the example never printed "thread: running"\n${output}`);
       assert.equal(signal, null, `the process died of ${signal} ${msAfterSignal.toFixed(0)} ms after the signal: it did not handle it\n${output}`);
       assert.equal(code, exitCode, `exit code ${code}, not ${exitCode}\n${output}`);
       const lines = stdout.trim().split("\n");
-      assert.deepEqual([...lines].sort(), ["a: finally", "b: finally", "running", `stopped by ${sent}`, "thread call: finally", "thread: stopped"].sort(), output);
-      assert.equal(lines[0], "running", output);
+      assert.deepEqual([...lines].sort(), ["a: finally", "b: finally", "thread: running", `stopped by ${sent}`, "thread call: finally", "thread: stopped"].sort(), output);
+      assert.equal(lines[0], "thread: running", output);
       assert.equal(lines.at(-1), `stopped by ${sent}`, output);
       // The thread saw its signal and stopped before its caller's finally ran.
       assert.ok(lines.indexOf("thread: stopped") < lines.indexOf("thread call: finally"), output);

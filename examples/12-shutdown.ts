@@ -8,12 +8,13 @@
 // SIGTERM), as a program killed by it would. A second Ctrl-C while we shut
 // down kills the process at once, as usual: our listener was `once`.
 //
-// Left alone, the work takes 300 ms. To try Ctrl-C, give it longer:
-// `npx tsx examples/12-shutdown.ts 10000`, then press Ctrl-C.
+// Left alone, the work takes half a second. To try Ctrl-C, give it longer:
+// `npx tsx examples/12-shutdown.ts 10000`, and press Ctrl-C once the thread
+// says it is running.
 import { constants } from "node:os";
 import * as tinyio from "../tinyio.ts";
 
-const ms = Number(process.argv[2] ?? 300);
+const ms = Number(process.argv[2] ?? 500);
 
 function* download(name: string): tinyio.Coro<string> {
   try {
@@ -29,10 +30,11 @@ function* download(name: string): tinyio.Coro<string> {
 async function crunch(this: tinyio.ThreadContext, ms: number): Promise<string> {
   const { setTimeout } = await import("node:timers/promises");
   try {
+    console.log("thread: running"); // (printed from the thread itself)
     await setTimeout(ms, undefined, { signal: this.signal });
     return "crunched";
   } catch (error) {
-    console.log("thread: stopped"); // (printed from the thread itself)
+    console.log("thread: stopped");
     throw error;
   }
 }
@@ -46,11 +48,7 @@ function* crunchInThread(): tinyio.Coro<string> {
 }
 
 function* main(): tinyio.Coro<string[]> {
-  const work = [download("a"), download("b"), crunchInThread()];
-  yield new Set(work); // started: the downloads sleep, the thread call is out
-  yield;
-  console.log("running");
-  return yield work;
+  return yield [download("a"), download("b"), crunchInThread()];
 }
 
 // The recipe: a signal aborts the run; the exit code says which one.
@@ -73,7 +71,7 @@ try {
 }
 
 // Prints:
-//   running
+//   thread: running
 //   a: finally
 //   b: finally
 //   thread call: finally
