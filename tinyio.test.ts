@@ -282,6 +282,34 @@ function runTsScriptInRepoCache(source: string, nodeArgs: string[] = []): Promis
   });
 }
 
+// Runs the TypeScript file `file` with `args` in a child `node --import tsx`,
+// and sends it `signal` (a real one, from outside) as soon as it has printed
+// the line `ready`: for programs that must handle a signal mid-run. Reports
+// how it exited, whether the signal was sent, and how long the child lived
+// after it; a child still alive after 15 s is killed (and reported as such).
+function signalTsScriptWhenReady(file: string, args: string[], ready: string, signal: NodeJS.Signals): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; sent: boolean; msAfterSignal: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", file, ...args], { cwd: here });
+    let stdout = "";
+    let stderr = "";
+    let sentAt: number | undefined;
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+      if (sentAt === undefined && stdout.split("\n").slice(0, -1).includes(ready)) {
+        sentAt = performance.now();
+        child.kill(signal);
+      }
+    });
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    child.on("error", reject);
+    child.on("close", (code, exitSignal) => {
+      clearTimeout(killer);
+      resolve({ code, signal: exitSignal, stdout, stderr, sent: sentAt !== undefined, msAfterSignal: sentAt === undefined ? NaN : performance.now() - sentAt });
+    });
+  });
+}
+
 // The lines a TypeScript script printed (runTsScriptInRepoCache), once it has
 // exited by itself with code 0 within `ms`: for programs that hang, spin or
 // leave a worker alive when the behaviour is wrong. `what` names the script
@@ -3620,6 +3648,29 @@ describe("Promises (Node's own event loop)", () => {
     const error = await rejectionOf(toPromiseWithin(main(), { signal: AbortSignal.abort(reason) }));
     assert.equal(error, reason);
     assert.deepEqual(log, []);
+  });
+
+  it("a real SIGINT or SIGTERM mid-run shuts examples/12-shutdown.ts down gracefully: every finally ran, the thread call was stopped, and the exit code is 130 or 143", async () => {
+    // The example's recipe: under toPromise, a signal listener aborts the
+    // run's signal. Its work would take 20 s; the signal comes once its
+    // thread has printed "thread: running" (by then two coroutines sleep,
+    // and the thread waits on its own signal).
+    const example = join(here, "examples", "12-shutdown.ts");
+    const cases: [NodeJS.Signals, number][] = [["SIGINT", 130], ["SIGTERM", 143]];
+    await everyCase(cases.map(async ([sent, exitCode]) => {
+      const { code, signal, stdout, stderr, sent: wasSent, msAfterSignal } = await signalTsScriptWhenReady(example, ["20000"], "thread: running", sent);
+      const output = `${sent}: stdout: ${stdout.slice(-1000)}\nstderr: ${stderr.slice(-1000)}`;
+      assert.ok(wasSent, `the example never printed "thread: running"\n${output}`);
+      assert.equal(signal, null, `the process died of ${signal} ${msAfterSignal.toFixed(0)} ms after the signal: it did not handle it\n${output}`);
+      assert.equal(code, exitCode, `exit code ${code}, not ${exitCode}\n${output}`);
+      const lines = stdout.trim().split("\n");
+      assert.deepEqual([...lines].sort(), ["a: finally", "b: finally", "thread: running", `stopped by ${sent}`, "thread call: finally", "thread: stopped"].sort(), output);
+      assert.equal(lines[0], "thread: running", output);
+      assert.equal(lines.at(-1), `stopped by ${sent}`, output);
+      // The thread saw its signal and stopped before its caller's finally ran.
+      assert.ok(lines.indexOf("thread: stopped") < lines.indexOf("thread call: finally"), output);
+      assert.ok(msAfterSignal < 5000, `the process lived ${msAfterSignal.toFixed(0)} ms after the signal\n${output}`);
+    }));
   });
 
   it("fromPromise waits for a promise, or for a function (signal) => promise, and resumes with its value", async () => {
