@@ -1,4 +1,4 @@
-// 20: a pipeline with backpressure. A producer reads lines faster than the
+// 16: a pipeline with backpressure. A producer reads lines faster than the
 // workers can handle them; a Queue of 2 between them makes the producer wait
 // whenever the workers fall behind, so no more than 2 lines ever pile up.
 // Three workers take lines as they come (one line wakes one worker), and put
