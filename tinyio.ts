@@ -195,11 +195,7 @@ class Task extends Awaitable {
   // whether it has.
   deferred: TimeoutError | null = null;
   stepped = false;
-  constructor(coro: Coro, loop: Loop) {
-    super();
-    this.coro = coro;
-    this.loop = loop;
-  }
+  constructor(coro: Coro, loop: Loop) { super(); this.coro = coro; this.loop = loop; }
 
   countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
@@ -226,13 +222,7 @@ const timedOut = (record: Awaitable | undefined): boolean => record?.state === F
 const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(recordOf(coro)) && recordOf(coro)!.result === error;
 
 // `instanceof`, for values that users hand us: a proxy's trap may throw.
-function isA(value: unknown, type: new (...args: never[]) => unknown): boolean {
-  try {
-    return value instanceof type;
-  } catch {
-    return false;
-  }
-}
+function isA(value: unknown, type: Function): boolean { try { return value instanceof type; } catch { return false; } }
 
 // Most places take "what a task waits on" as a list.
 const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
@@ -310,11 +300,7 @@ class Wait extends Awaitable {
   drop(): void { this.source.drop(this); this.source = never; }
 
   // Its deadline passed, or the loop crashed: it ends without a value.
-  expire(): void {
-    if (this.state !== RUNNING) return;
-    this.drop();
-    this.settle(undefined, false);
-  }
+  expire(): void { if (this.state === RUNNING) { this.drop(); this.settle(undefined, false); } }
 
   // Its deadline passed. (A timeout's own wait interrupts what it bounds
   // instead, and ends once that has: see `Within`.)
@@ -542,7 +528,7 @@ export class Loop {
   // that `yield`, where it crashes the loop like a coroutine's error.
   *#runtime(coro: Coro, options: RunOptions): Generator<number, any, void> {
     const outer = current;
-    const root = records.get(coro) ?? this.#start(coro); // (if it finished already, we give its outcome)
+    const root = records.get(coro) ?? this.begin(recordFor(coro, this)); // (if it finished already, we give its outcome)
     try {
       let sliceStart = performance.now();
       let budget = 1;
@@ -568,11 +554,7 @@ export class Loop {
         if (this.live.size === 0) break;
         const ms = this.queue.length > 0 ? 0 : this.#sleepTime();
         if (ms === 0 && !breathe) continue;
-        try {
-          yield ms;
-        } catch (error) {
-          this.#crash(error);
-        }
+        try { yield ms; } catch (error) { this.#crash(error); } // (trouble reported by the driver)
         sliceStart = performance.now();
       }
       return this.#outcome(root, options);
@@ -631,10 +613,6 @@ export class Loop {
     this.queue.push(task);
     this.parked?.set();
     if (current !== this) notify();
-  }
-
-  #start(coro: Coro): Task {
-    return this.begin(recordFor(coro, this));
   }
 
   /** @internal Starts a task that is new here. */
@@ -857,10 +835,7 @@ export class Loop {
 }
 
 // What a finished task or wait gives whoever waited on it.
-function valueOf(item: Awaitable): unknown {
-  if (item.state === FAILED) throw item.result;
-  return item.result;
-}
+function valueOf(item: Awaitable): unknown { if (item.state === FAILED) throw item.result; return item.result; }
 
 // Cycles: a coroutine that yields a running one closes a cycle if that one
 // already waits on it, through any chain; that is, if the yielded one is
@@ -958,9 +933,7 @@ function checkCount(n: unknown, where: string): number {
  * console.log(new tinyio.Loop().run(main())); // "rested"
  * ```
  */
-export function sleep(ms: number): Coro<void> {
-  return waitOn(never, checkMs(ms, "sleep(ms)"));
-}
+export function sleep(ms: number): Coro<void> { return waitOn(never, checkMs(ms, "sleep(ms)")); }
 
 
 /**
@@ -1032,10 +1005,7 @@ class Within implements Source {
 
 // A timeout interrupts what it bounds: a task gets the TimeoutError thrown
 // in at its `yield`; a wait ends with it.
-function interrupt(record: Task | Wait, error: TimeoutError): void {
-  if (record instanceof Wait) record.interrupt(error);
-  else record.loop.timeOut(record, error);
-}
+function interrupt(record: Task | Wait, error: TimeoutError): void { record instanceof Wait ? record.interrupt(error) : record.loop.timeOut(record, error); }
 
 // Waits for `coro` and calls `then` once it has finished. A timeout of
 // `coro` is its outcome, stored on its record for whoever yields it next,
@@ -1083,9 +1053,7 @@ export class Semaphore {
   #queue: Wait[] = [];
 
   /** @param value how many may hold a permit at once: a positive integer. */
-  constructor(value: number) {
-    this.#free = checkCount(value, "new Semaphore(value)");
-  }
+  constructor(value: number) { this.#free = checkCount(value, "new Semaphore(value)"); }
 
   /**
    * A wait for a permit, which resumes with it as a {@link Release}. Both
@@ -1145,9 +1113,7 @@ export class Barrier {
   #everyone = new Event();
 
   /** @param parties how many coroutines to wait for: a positive integer. */
-  constructor(parties: number) {
-    this.#parties = checkCount(parties, "new Barrier(parties)");
-  }
+  constructor(parties: number) { this.#parties = checkCount(parties, "new Barrier(parties)"); }
 
   /** Waits for all parties; returns this caller's arrival index, from 0. */
   *wait(): Coro<number> {
@@ -1201,9 +1167,7 @@ export class Queue<T> {
   };
 
   /** @param maxsize how many items it may hold: a positive integer, or Infinity (the default). */
-  constructor(maxsize = Infinity) {
-    this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)");
-  }
+  constructor(maxsize = Infinity) { this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)"); }
 
   /** How many items it holds (an item handed straight to a waiting getter never counts). */
   get size(): number { return this.#items.length; }
