@@ -32,11 +32,11 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import * as tinyio from "./tinyio.ts";
@@ -3312,6 +3312,16 @@ describe("Threads (worker_threads)", () => {
     assert.equal(code, 1);
     assert.match(stderr, /boom in the child/);
     assert.ok(ms < 6000, `took ${ms.toFixed(0)} ms`);
+  });
+
+  it("runs thread calls from a program run with `node --input-type=module --eval`, whose flag workers do not take", () => {
+    // Workers take the flags node runs with; `--input-type=module` would make
+    // the worker's own script an ES module, and every worker die at start.
+    const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
+      console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
+    assert.equal(child.signal, null, `killed: a hang\n${child.stderr}`);
+    assert.equal(child.stdout.trim(), "42", child.stderr);
   });
 
   it("a worker that dies while idle is never handed a later call: default pool or ThreadPool(1), under run or toPromise", async () => {

@@ -422,7 +422,8 @@ export class Event {
   /**
    * A coroutine that finishes when the flag is set, or when `timeoutMs`
    * have passed, whichever is first. Check `isSet()` afterwards to tell
-   * which. Yield each `wait()` once; make a new one to wait again.
+   * which. Like any coroutine, a wait may be yielded from several places,
+   * and yielded again once it has finished (it gives the same outcome).
    * @param timeoutMs optional; a non-negative number of milliseconds.
    */
   wait(timeoutMs?: number): Coro<void> {
@@ -1395,7 +1396,10 @@ class Thread implements Source {
     }
     const { port1, port2 } = new MessageChannel();
     const lifeline = new MessageChannel();
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
+    // (Workers take the flags node runs with, tsx's loader among them; but not
+    // `--input-type`, which would make the worker script an ES module.)
+    const execArgv = process.execArgv.filter((flag) => !flag.startsWith("--input-type"));
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
     this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
     this.port = port1;
     supervisor.worker.postMessage({ id: this.id, lifeline: lifeline.port1 }, [lifeline.port1]);
@@ -1463,9 +1467,10 @@ export class ThreadPool {
     const source = sourceOf(fn);
     const permit = yield* this.#slots.acquire();
     try {
-      for (;;) {
+      for (let tries = 1; ; tries++) {
         const answer = yield* call(this.#take(), source, args, this.#idle);
         if (!answer.retry) return resultOf(answer) as Awaited<R>;
+        if (tries === 3) throw new Error("Three worker threads in a row died before they could take this call, so a worker cannot start here: check the flags that node runs with.");
       }
     } finally {
       permit.release();
