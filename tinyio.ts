@@ -1398,7 +1398,7 @@ class Thread implements Source {
     const lifeline = new MessageChannel();
     // (Workers take the flags node runs with, tsx's loader among them; but not
     // `--input-type`, which would make the worker script an ES module.)
-    const execArgv = process.execArgv.filter((flag) => !flag.startsWith("--input-type"));
+    const execArgv = process.execArgv.some((flag) => flag.startsWith("--input-type")) ? process.execArgv.filter((flag) => !flag.startsWith("--input-type")) : undefined;
     this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
     this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
     this.port = port1;
