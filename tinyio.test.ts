@@ -3314,6 +3314,57 @@ describe("Threads (worker_threads)", () => {
     assert.ok(ms < 6000, `took ${ms.toFixed(0)} ms`);
   });
 
+  it("raises a thread's error with its `code`, `cause` and other properties, as it was in the thread", () => {
+    function* main(): Coro<unknown[]> {
+      const seen: unknown[] = [];
+      try {
+        yield* tinyio.runInThread(() => require("node:fs").readFileSync("/no/such/file/for/tinyio"));
+      } catch (error) {
+        const e = error as NodeJS.ErrnoException;
+        seen.push(e.code, e.syscall, e instanceof Error);
+      }
+      try {
+        yield* tinyio.runInThread(() => {
+          throw new Error("outer", { cause: new Error("inner") });
+        });
+      } catch (error) {
+        const e = error as Error;
+        seen.push(e.message, (e.cause as Error).message, e.cause instanceof Error);
+      }
+      try {
+        yield* tinyio.runInThread(() => {
+          throw Object.assign(new Error("with a function"), { callback: () => 1 });
+        });
+      } catch (error) {
+        seen.push((error as Error).message); // (a property that cannot travel: the error still does)
+      }
+      return seen;
+    }
+    assert.deepEqual(run(main()), ["ENOENT", "open", true, "outer", "inner", true, "with a function"]);
+  });
+
+  it("lets a thread function import a TypeScript module of the project when the caller runs under tsx", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tinyio-ts-import-"));
+    writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
+    writeFileSync(join(dir, "helper.ts"), "export const double = (x: number): number => 2 * x;\n");
+    try {
+      const lines = await linesOfScript(
+        "a .ts import in a thread",
+        `
+        import * as tinyio from "TINYIO";
+        const helper = ${JSON.stringify(pathToFileURL(join(dir, "helper.ts")).href)};
+        function* main(): tinyio.Coro<number> {
+          return yield* tinyio.runInThread(async (url: string, x: number) => (await import(url)).double(x), helper, 21);
+        }
+        console.log(new tinyio.Loop().run(main()));
+      `,
+      );
+      assert.deepEqual(lines, ["42"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs thread calls from a program run with `node --input-type=module --eval`, whose flag workers do not take", () => {
     // Workers take the flags node runs with; `--input-type=module` would make
     // the worker's own script an ES module, and every worker die at start.

@@ -1315,17 +1315,29 @@ const __callDispose = (stack, error, hasError) => {
 class CancelledError extends Error { name = "CancelledError"; }
 const compiled = new Map();
 let controller, running = false, fatal;
-const describe = (e) => e instanceof Error ? { name: e.name, message: e.message, stack: e.stack } : { name: "Error", message: "The thread threw a non-error: " + String(e), stack: "" };
+const describe = (e) => e instanceof Error ? { name: e.name, message: e.message, stack: e.stack, cause: e.cause, props: { ...e } } : { name: "Error", message: "The thread threw a non-error: " + String(e), stack: "" };
 function answer(message) {
-  try { port.postMessage(message); } catch (e) { port.postMessage({ error: { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message } }); }
+  try { port.postMessage(message); }
+  catch (e) { // (something in it cannot be cloned: an error goes back without its cause and properties)
+    const { name, message: text, stack } = message.error ?? { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message };
+    port.postMessage({ error: { name, message: text, stack } });
+  }
   Atomics.add(wake, 0, 1), Atomics.notify(wake, 0);
 }
+// Node does not run \`--import\` modules in a worker made from source text. For a fn that calls import(), we load
+// them first, once (it costs time: tsx's loader registers its hooks on the main thread only, and here we ask its API
+// to, so that fn may import the project's .ts modules).
+const imports = process.execArgv.flatMap((flag, i, all) => (flag === "--import" ? [all[i + 1]] : flag.startsWith("--import=") ? [flag.slice(9)] : []));
+const tsx = (module) => (module === "tsx" ? "tsx/esm/api" : /\\/tsx\\/dist\\/loader\\.mjs$/.test(module) ? new URL("esm/api/index.mjs", module).href : null);
+let loaded;
+const loadImports = () => (loaded ??= Promise.all(imports.map((module) => (tsx(module) ? import(tsx(module)).then((api) => api.register()) : import(module)))));
 port.on("message", async ({ source, args, seq, abort }) => {
   if (abort) return controller.abort(new CancelledError("Cancelled by the tinyio loop."));
   Atomics.store(picked, 0, seq);
   running = true;
   const { signal } = (controller = new AbortController());
   try {
+    if (source.includes("import(")) await loadImports();
     let fn = compiled.get(source);
     try { fn ??= new Function("__name", "__using", "__callDispose", "return (" + source + "\\n);")(__name, __using, __callDispose); }
     catch (e) { throw new TypeError("runInThread cannot compile fn from its source text (" + e.message + "): pass a function or an arrow function; a method written in shorthand cannot travel."); }
@@ -1369,7 +1381,7 @@ export type ThreadContext = {
   signal: AbortSignal;
 };
 
-type Answer = { value?: unknown; error?: { name: string; message: string; stack: string }; cancelled?: true; exit?: number; died?: true; retry?: true };
+type Answer = { value?: unknown; error?: { name: string; message: string; stack: string; cause?: unknown; props?: object }; cancelled?: true; exit?: number; died?: true; retry?: true };
 const threads = new Map<number, Thread>(); // every worker not yet reported dead, by id
 const busy = new Set<Thread>(); // those with a call posted, and no answer read yet
 let supervisor: { worker: Worker; deaths: MessagePort } | undefined;
@@ -1430,13 +1442,14 @@ function pollThreads(): void {
 }
 
 // A call's result, or the thread's error rebuilt here, with its name,
-// message and the thread's own stack.
+// message, the thread's own stack, its cause and its own properties (so
+// that `error.code === "ENOENT"` works as it would in the thread).
 function resultOf({ value, error, exit, died }: Answer): unknown {
   if (error === undefined && exit === undefined && !died) return value;
   const lost = died ? "The thread died before it answered: it ran out of memory, or was terminated." : `The thread exited with code ${exit} before the function returned.`;
-  const { name, message, stack } = error ?? { name: "Error", message: lost, stack: "" };
+  const { name, message, stack, cause, props } = error ?? { name: "Error", message: lost, stack: "" };
   const hint = name === "ReferenceError" ? " (A function run in a thread must be self-contained: it travels as source text, so it cannot use variables from where it was written. Pass them as arguments.)" : "";
-  throw Object.assign(new Error(message + hint), { name, stack: stack ? stack.replace(message, message + hint) : `${name}: ${message}` });
+  throw Object.assign(new Error(message + hint, cause === undefined ? undefined : { cause }), props, { name, stack: stack ? stack.replace(message, message + hint) : `${name}: ${message}` });
 }
 
 /**
