@@ -175,10 +175,7 @@ class Awaitable {
 
 // Every coroutine the loop meets gets one `Task`, its record from start to
 // finish: while it runs, what it waits on and the counter of the map above;
-// once done, its outcome. The records live in one `WeakMap`, keyed by the
-// generator object, so finding a coroutine's record is one lookup, and a
-// record lives exactly as long as its coroutine is reachable: the loop
-// keeps nothing alive that you dropped.
+// once done, its outcome. (Where the record is kept comes just below.)
 class Task extends Awaitable {
   coro: Coro;
   loop: Loop;
@@ -200,17 +197,32 @@ class Task extends Awaitable {
   countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
 
-const records = new WeakMap<object, Task>();
+// A coroutine's record lives on the coroutine itself, under a symbol of
+// ours: found with one property read, and alive exactly as long as the
+// coroutine is, so the loop keeps nothing alive that you dropped. (A
+// `WeakMap` of every live coroutine would do as much, but every garbage
+// collection of young objects has to go through it: that halved the speed
+// of a busy loop.) A coroutine that refuses the property, frozen or a proxy
+// that says no, keeps its record in a `WeakMap` instead.
+const RECORD: unique symbol = Symbol("tinyio.record");
+const refused = new WeakMap<object, Task>();
+
+// A coroutine's record, if it has one. (What a proxy hands back is checked:
+// only a task of ours, for this very coroutine, counts.)
+function taskOf(coro: Coro): Task | undefined {
+  const task: unknown = (coro as { [RECORD]?: unknown })[RECORD] ?? refused.get(coro);
+  return task instanceof Task && task.coro === coro ? task : undefined;
+}
 
 // A coroutine's record, made (in state NEW) if it has none yet.
 function recordFor(coro: Coro, loop: Loop): Task {
-  let task = records.get(coro);
-  if (task === undefined) records.set(coro, (task = new Task(coro, loop)));
+  let task = taskOf(coro);
+  if (task === undefined && !Reflect.set(coro, RECORD, (task = new Task(coro, loop)))) refused.set(coro, task);
   return task;
 }
 
 // The record to look at for a coroutine: its task, or the wait itself.
-const recordOf = (coro: Coro): Awaitable | undefined => (coro instanceof Wait ? coro : records.get(coro));
+const recordOf = (coro: Coro): Awaitable | undefined => (coro instanceof Wait ? coro : taskOf(coro));
 
 // A coroutine "timed out" when a timeout interrupted it and it then ended
 // with a TimeoutError: a fact about the record, not about an error object,
@@ -511,12 +523,12 @@ export class Loop {
   start(coro: Coro, options: RunOptions | null | undefined, blocking: boolean, who: string): Generator<number, any, void> {
     mustBeCoro(coro, `${who}(coro)`);
     if (this.#running) throw new Error("This loop is currently running: a coroutine cannot run the loop it runs on. To wait for a coroutine, yield it; to run a separate loop inside a coroutine, make a new Loop().");
-    const task = records.get(coro);
-    if (task?.state === RUNNING) throw new Error(ELSEWHERE);
+    const root = recordFor(coro, this); // (if it finished already, we give its outcome)
+    if (root.state === RUNNING) throw new Error(ELSEWHERE);
     this.#running = true;
     this.blocking = blocking;
     this.sharing = who !== "Loop.run";
-    return this.#runtime(coro, options ?? {});
+    return this.#runtime(root, options ?? {});
   }
 
   // One core, three drivers. The stepping core is itself a generator: it
@@ -527,9 +539,9 @@ export class Loop {
   // meanwhile; `isolate` waits as a coroutine of an outer loop. A driver
   // reports trouble (a deadlock, an aborted signal) by throwing it in at
   // that `yield`, where it crashes the loop like a coroutine's error.
-  *#runtime(coro: Coro, options: RunOptions): Generator<number, any, void> {
+  *#runtime(root: Task, options: RunOptions): Generator<number, any, void> {
     const outer = current;
-    const root = records.get(coro) ?? this.begin(recordFor(coro, this)); // (if it finished already, we give its outcome)
+    if (root.state === NEW) this.begin(root);
     try {
       let sliceStart = performance.now();
       let budget = 1;
@@ -619,6 +631,7 @@ export class Loop {
   /** @internal Starts a task that is new here. */
   begin(task: Task): Task {
     task.state = RUNNING;
+    task.loop = this;
     this.live.add(task);
     this.queue.push(task);
     return task;
@@ -693,8 +706,8 @@ export class Loop {
       error = new TypeError(`A tinyio coroutine yielded an object that the loop cannot inspect (reading it threw ${describe(failure)}).`, { cause: failure });
     }
     if (error !== null) {
-      // A mistake is thrown in at that `yield`, next turn.
-      for (const item of items) if (item instanceof Task && item.state === NEW) records.delete(item.coro);
+      // A mistake is thrown in at that `yield`, next turn. (Records made
+      // meanwhile stay NEW, started only if yielded again.)
       task.error = error;
       return void this.queue.push(task);
     }
@@ -731,10 +744,14 @@ export class Loop {
   #read(task: Task, yielded: unknown, list: unknown[], background: boolean, items: (Task | Wait)[]): Error | null {
     for (const item of list) {
       if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
-      let dep = item instanceof Wait && !background ? item : records.get(item as Coro);
-      // (Yielding a timeout is waiting on what it bounds: that is what we check.)
+      let dep = item instanceof Wait && !background ? item : taskOf(item as Coro);
+      // (Yielding a timeout is waiting on what it bounds: that is what we
+      // check, after finding its record, here inside the door.)
       let target: Awaitable | undefined = dep;
-      while (target instanceof Wait && target.source instanceof Within) target = target.source.inner ?? recordOf(target.source.coro);
+      while (target instanceof Wait && target.source instanceof Within) {
+        const within = target.source;
+        target = within.inner ??= within.coro instanceof Wait ? within.coro : recordFor(within.coro, this);
+      }
       if (target?.state === RUNNING && (target as Task | Wait).loop !== this) return new Error(ELSEWHERE);
       if (target instanceof Task && target.state === RUNNING && !background && closesCycle(task, target)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
       items.push(dep ?? recordFor(item as Coro, this));
@@ -975,7 +992,7 @@ class Within implements Source {
 
   add(view: Wait): void {
     const loop = view.loop!;
-    const inner = (this.inner ??= this.coro instanceof Wait ? this.coro : recordFor(this.coro, loop));
+    const inner = this.inner!; // (found when the view was read: see `#read`)
     if (inner.state > RUNNING) return this.ready(view);
     if (inner.waiters === null) inner.waiters = [view];
     else inner.waiters.push(view);
