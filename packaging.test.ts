@@ -8,7 +8,11 @@
 //      node_modules too), and type-checks with `tsc`;
 //    - a plain JavaScript ES module does the same import under plain `node`.
 // 2. `tinyio.ts` copied alone into an empty folder (no package.json, no
-//    node_modules) runs with `npx tsx`.
+//    node_modules) runs with `npx tsx`; and, copied alone into a project
+//    that extends a common base (`@tsconfig/node20`, `node22` or `node24`,
+//    each with `@tsconfig/strictest`, and `isolatedDeclarations` on), it
+//    type-checks with no error (a vendored .ts file is checked as part of
+//    its project: `skipLibCheck` does not cover it).
 //
 // Needs the npm registry, or an npm cache holding tsx and @types/node.
 // Run: node --import tsx --test --test-reporter=spec packaging.test.ts
@@ -124,6 +128,24 @@ describe("Packaging", () => {
       assert.equal(await sh(process.execPath, ["app.mjs"], project), expected);
     });
   });
+
+  for (const base of ["node20", "node22", "node24"]) {
+    it(`type-checks tinyio.ts copied alone into a project on @tsconfig/${base} and @tsconfig/strictest, with isolatedDeclarations`, async () => {
+      const dir = tempDir(`tinyio-vendored-${base}-`);
+      copyFileSync(join(root, "tinyio.ts"), join(dir, "tinyio.ts"));
+      // (The bases and @types/node come from this repository's node_modules.)
+      const from = (name: string) => join(root, "node_modules", name);
+      writeFileSync(
+        join(dir, "tsconfig.json"),
+        JSON.stringify({
+          extends: [from(`@tsconfig/${base}/tsconfig.json`), from("@tsconfig/strictest/tsconfig.json")],
+          compilerOptions: { noEmit: true, declaration: true, isolatedDeclarations: true, typeRoots: [from("@types")], types: ["node"] },
+          files: ["tinyio.ts"],
+        }),
+      );
+      await sh(process.execPath, [tsc, "-p", "."], dir);
+    });
+  }
 
   it("runs tinyio.ts copied alone into an empty folder, with `npx tsx`", async () => {
     const dir = tempDir("tinyio-copy-");

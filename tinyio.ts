@@ -156,7 +156,7 @@ const RETURNED = 2;
 const FAILED = 3;
 
 class Awaitable {
-  state = NEW;
+  state: number = NEW;
   result: unknown = undefined;
   // Whether a timeout interrupted it (see `timeout`).
   interrupted = false;
@@ -289,7 +289,7 @@ class Wait extends Awaitable {
   }
 
   // Once it has ended, its timer (if any) lets go of it.
-  settle(result: unknown, failed: boolean): void {
+  override settle(result: unknown, failed: boolean): void {
     if (this.timer !== null) this.timer.wait = null;
     super.settle(result, failed);
   }
@@ -407,7 +407,7 @@ function heapPop(heap: Timer[]): Timer {
 export class Event {
   #flag = false;
   /** @internal The waits registered on this event and not yet fired. */
-  waits = new Set<Wait>();
+  waits: Set<Wait> = new Set();
 
   /** Whether the flag is set. */
   isSet(): boolean { return this.#flag; }
@@ -485,7 +485,7 @@ const SLICE_MS = 5;
  */
 export class Loop {
   /** @internal */ queue: Task[] = [];
-  /** @internal */ live = new Set<Task>();
+  /** @internal */ live: Set<Task> = new Set();
   /** @internal */ timers: Timer[] = [];
   /** @internal The error that crashed the run, then the errors raised while cancelling. */
   crash: { error: unknown; errors: unknown[] } | null = null;
@@ -1185,7 +1185,7 @@ export class Queue<T> {
   };
 
   /** @param maxsize how many items it may hold: a positive integer, or Infinity (the default). */
-  constructor(maxsize = Infinity) { this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)"); }
+  constructor(maxsize: number = Infinity) { this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)"); }
 
   /** How many items it holds (an item handed straight to a waiting getter never counts). */
   get size(): number { return this.#items.length; }
@@ -1653,6 +1653,11 @@ export async function toPromise<R>(coro: Coro<R>, options?: (RunOptions & { sign
   }
 }
 
+// `Atomics.waitAsync` (ES2024), typed here, so that the file compiles
+// against the older `lib` of a project it is copied into, too.
+type WaitAsync = (typed: Int32Array, index: number, value: number, ms: number) => { async: false; value: string } | { async: true; value: Promise<string> };
+const waitAsync: WaitAsync = Reflect.get(Atomics, "waitAsync");
+
 // Sleep without blocking: until the wake word moves, or `ms` pass. A pending
 // `waitAsync` does not keep Node alive, so the Node timer does that while a
 // deadline is pending; busy workers keep it alive while threads work. A
@@ -1660,7 +1665,7 @@ export async function toPromise<R>(coro: Coro<R>, options?: (RunOptions & { sign
 // takes several timers, one after another.
 async function idle(seen: number, ms: number): Promise<void> {
   if (ms === 0) return new Promise((resolve) => setImmediate(resolve));
-  const woken = Atomics.waitAsync(wake, 0, seen, ms);
+  const woken = waitAsync(wake, 0, seen, ms);
   if (!woken.async) return;
   let timer: NodeJS.Timeout | undefined;
   if (ms !== Infinity) await Promise.race([woken.value, new Promise((resolve) => (timer = setTimeout(resolve, Math.min(ms, 2 ** 31 - 1))))]);
