@@ -2681,6 +2681,39 @@ describe("Synchronisation", () => {
     assert.deepEqual(lost, [], `the permit is lost for good after a crash at step ${lost.join(", ")}`);
   });
 
+  it("lets at most `value` coroutines hold a Semaphore at once, even when an acquire whose permit went back (its waiter was timed out at the hand-over) is yielded again", () => {
+    // `timeout(c, 0)`: c's first step yields the acquire, which is handed
+    // the free permit at once; the timeout lands before c resumes, so the
+    // permit goes back to the semaphore. c catches its TimeoutError and
+    // yields the same acquire again: it must not get the permit that went
+    // back (another coroutine takes that one meanwhile).
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(20);
+      holders--;
+    }
+    function* stubborn(): Coro<void> {
+      const acquire = lock.acquire();
+      try {
+        yield acquire;
+      } catch {
+        yield acquire; // a wait yielded again gives its stored outcome: which must not be a permit given back
+      }
+      yield* hold();
+    }
+    function* other(): Coro<void> {
+      yield;
+      const permit: tinyio.Release = yield lock.acquire();
+      yield* hold();
+      permit.release();
+    }
+    run(tinyio.all([tinyio.timeout(stubborn(), 0), other()]));
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+  });
+
   describe("Queue", () => {
     // Takes every item until the queue is closed and drained.
     function* drain<T>(queue: tinyio.Queue<T>): Coro<T[]> {
@@ -2831,6 +2864,33 @@ describe("Synchronisation", () => {
         assert.ok(left.length === 2 || (left.length === 1 && left[0] === 2), `after a crash at step ${k}, the queue holds ${JSON.stringify(left)}`);
         if (left.length === 2) assert.deepEqual(left, [1, 2], `order after a crash at step ${k}`);
       }
+    });
+
+    it("never hands out one item twice: a get that gave its item back (timed out at the hand-over) gives no item when yielded again", () => {
+      // `timeout(c, 0)`: c's first step yields the get, which is handed the
+      // only item at once; the timeout lands before c resumes, so the item
+      // goes back to the queue. c catches its TimeoutError and yields the
+      // same get again. Count items in and out: one in, so one out.
+      const queue = new tinyio.Queue<string>();
+      const out: string[] = [];
+      function* consumer(): Coro<void> {
+        const get = queue.get();
+        let got: [string, true] | [undefined, false];
+        try {
+          got = yield get;
+        } catch {
+          got = yield get;
+        }
+        if (got[1]) out.push(got[0]);
+      }
+      function* main(): Coro<void> {
+        yield queue.put("only");
+        yield tinyio.timeout(consumer(), 0);
+        queue.close();
+        out.push(...(yield* drain(queue)));
+      }
+      run(main());
+      assert.deepEqual(out, ["only"], "the one item put in came out this often");
     });
 
     it("lets a timed-out or cancelled put deliver its item or not, never half", () => {
