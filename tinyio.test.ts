@@ -2122,6 +2122,60 @@ describe("Time", () => {
     }
     assert.deepEqual(run(tinyio.timeout(catchesItsTimeout(), 20)), [undefined, false]);
   });
+
+  it("does not let a crash cut short nested timeouts of a running coroutine: the waiter of `timeout(timeout(c, a), b)` is cancelled only after c has been (its thread stopped)", () => {
+    // With one timeout the waiter gets its CancelledError once c has
+    // finished being cancelled; two nested timeouts must not change that.
+    for (const depth of [1, 2, 3]) {
+      const log: string[] = [];
+      function* c(): Coro<unknown> {
+        try {
+          return yield tinyio.runInThread(blockFor, 400);
+        } finally {
+          log.push("c finally (its thread stopped)");
+        }
+      }
+      function* waiter(): Coro<unknown> {
+        let bounded: Coro = c();
+        for (let i = 0; i < depth; i++) bounded = tinyio.timeout(bounded, 5000);
+        try {
+          return yield bounded;
+        } catch (error) {
+          log.push(`waiter got ${kindOf(error)}`);
+          throw error;
+        }
+      }
+      const error = thrownBy(() => run(tinyio.all([waiter(), failAfter(50, new Error("kaboom"))])));
+      assert.equal((originalOf(error) as Error).message, "kaboom");
+      assert.deepEqual(log, ["c finally (its thread stopped)", "waiter got CancelledError"], `${depth} nested timeout(s)`);
+    }
+  });
+
+  it("keeps the bound of a timeout that lands while a mistake is on its way into the coroutine: the TimeoutError still comes, at the next yield", () => {
+    // c's first step yields something it may not (a TypeError is on its way
+    // in at that yield) and the timeout lands just then; c catches the
+    // TypeError and sleeps on. The TimeoutError must come after it, not be lost.
+    const log: string[] = [];
+    function* c(): Coro<string> {
+      try {
+        yield smuggle(42);
+      } catch (error) {
+        log.push(`caught ${kindOf(error).split(":")[0]}`);
+      }
+      try {
+        yield tinyio.sleep(1000);
+        return "slept on";
+      } catch (error) {
+        log.push(`then ${kindOf(error)}`);
+        throw error;
+      }
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(tinyio.timeout(c(), 0))));
+    assert.deepEqual(out, [undefined, false]);
+    assert.deepEqual(log, ["caught TypeError", "then TimeoutError"]);
+    assert.ok(ms < 500, `timeout(c, 0) returned after ${ms.toFixed(0)} ms`);
+  });
 });
 
 // Synchronisation
