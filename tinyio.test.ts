@@ -2959,6 +2959,27 @@ describe("Synchronisation", () => {
       assert.deepEqual(run(main()), [[undefined, false], "a", 0, []]);
     });
 
+    it("never holds more than maxsize items, even when a getter timed out at the hand-over gives its item back while a putter waited for room", () => {
+      // maxsize 1, holding "a", a putter waiting with "b". A getter takes "a"
+      // (which lets "b" in) and is timed out before it resumes: "a" goes back
+      // to the front. The queue must still hold at most one item.
+      const queue = new tinyio.Queue<string>(1);
+      function* getter(): Coro<unknown> {
+        return yield queue.get();
+      }
+      function* putB(): Coro<void> {
+        yield queue.put("b");
+      }
+      function* main(): Coro<number> {
+        yield queue.put("a");
+        yield new Set([putB()]);
+        yield;
+        yield tinyio.timeout(getter(), 0);
+        return queue.size;
+      }
+      assert.ok(run(main()) <= 1, "the queue of maxsize 1 holds more than one item");
+    });
+
     it("counts in size what it holds, never an item handed straight to a waiting getter", () => {
       const queue = new tinyio.Queue<number>();
       const sizes: number[] = [];
