@@ -3459,6 +3459,18 @@ describe("Threads (worker_threads)", () => {
     assert.equal(child.stdout.trim(), "42", child.stderr);
   });
 
+  it("runs thread calls from a program run with `node --input-type=module --eval` together with a per-process flag (--max-old-space-size, --stack-size)", () => {
+    // Dropping --input-type must not hand workers the other flags as an
+    // explicit execArgv, where Node refuses per-process flags outright.
+    const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
+      console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
+    for (const flag of ["--max-old-space-size=512", "--stack-size=2000"]) {
+      const child = spawnSync(process.execPath, [flag, "--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
+      assert.equal(child.signal, null, `${flag}: killed: a hang\n${child.stderr}`);
+      assert.equal(child.stdout.trim(), "42", `${flag}: ${child.stderr.slice(0, 400)}`);
+    }
+  });
+
   it("a worker that dies while idle is never handed a later call: default pool or ThreadPool(1), under run or toPromise", async () => {
     // The worker dies 10-20 ms after its call returned: an unhandled
     // rejection, or process.exit(3) in a timer. The next call on that pool
