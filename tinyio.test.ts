@@ -2997,6 +2997,41 @@ describe("Synchronisation", () => {
       assert.deepEqual(sizes, [0, 1]);
     });
 
+    it("takes time linear in the items and waiters: draining 200,000 held items, or 20,000 waiting putters or 80,000 waiting getters timing out, costs no more than as many plain operations", async () => {
+      // Each child compares a case with a reference of as many operations
+      // that never builds a backlog: as fast if each costs O(1), ten times
+      // slower or worse if each costs the length of the backlog.
+      const child = (what: string, big: string, reference: string) =>
+        linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          const loopMs = (coro: tinyio.Coro) => { const start = performance.now(); new tinyio.Loop().run(coro); return performance.now() - start; };
+          const reference = loopMs((function* () { ${reference} })());
+          const big = loopMs((function* () { ${big} })());
+          console.log(big / reference);
+        `,
+          { ms: 14_000 },
+        ).then(([line]) => assert.ok(Number(line) < 4, `${what}: ${Number(line).toFixed(1)} times as long as the reference`));
+      await everyCase([
+        child(
+          "draining 200,000 held items",
+          "const q = new tinyio.Queue<number>(); for (let i = 0; i < 200_000; i++) yield q.put(i); for (let i = 0; i < 200_000; i++) yield q.get();",
+          "const q = new tinyio.Queue<number>(); for (let i = 0; i < 200_000; i++) { yield q.put(i); yield q.get(); }",
+        ),
+        child(
+          "20,000 putters waiting for room, timed out",
+          "const q = new tinyio.Queue<number>(1); yield q.put(0); yield Array.from({ length: 20_000 }, (_, i) => tinyio.timeout(q.put(i), 20));",
+          "const e = new tinyio.Event(); yield Array.from({ length: 20_000 }, () => tinyio.timeout(e.wait(), 20));",
+        ),
+        child(
+          "80,000 getters waiting for an item, timed out",
+          "const q = new tinyio.Queue<number>(); yield Array.from({ length: 80_000 }, () => tinyio.timeout(q.get(), 20));",
+          "const e = new tinyio.Event(); yield Array.from({ length: 80_000 }, () => tinyio.timeout(e.wait(), 20));",
+        ),
+      ]);
+    });
+
     it("takes a positive integer or Infinity as maxsize, and throws a RangeError otherwise", () => {
       for (const bad of [0, -1, 1.5, Number.NaN]) assert.throws(() => new tinyio.Queue(bad), RangeError, String(bad));
       assert.equal(new tinyio.Queue(Infinity).size, 0);
