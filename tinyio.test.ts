@@ -2872,6 +2872,42 @@ describe("Synchronisation", () => {
       assert.deepEqual(outcomes, ["kept added", "waiting: refused", "late: refused"]);
     });
 
+    it("gives [undefined, false] only once closed and drained: an item that a getter timed out at the hand-over gives back after close() still reaches the other getter", () => {
+      // c1 and c2 wait on the empty queue. "x" is handed to c1; close() comes
+      // next, in the same round, and c1's deadline passes before it resumes,
+      // so "x" goes back to the queue. c2 must get "x", not be told the queue
+      // is closed and drained while it still holds an item.
+      const queue = new tinyio.Queue<string>();
+      const out: string[] = [];
+      let start = 0;
+      function* consumer(): Coro<number> {
+        for (;;) {
+          const [item, ok]: [string, true] | [undefined, false] = yield queue.get();
+          if (!ok) return queue.size;
+          out.push(item);
+        }
+      }
+      function* putter(): Coro<void> {
+        yield queue.put("x");
+      }
+      function* closer(): Coro<void> {
+        queue.close();
+        while (performance.now() < start + 40); // c1's deadline (20 ms) passes before c1 resumes
+      }
+      function* producer(): Coro<void> {
+        yield tinyio.sleep(5);
+        yield [putter(), closer()];
+      }
+      function* main(): Coro<number> {
+        start = performance.now();
+        const [, sizeWhenToldDrained] = yield [tinyio.timeout(consumer(), 20), consumer(), producer()];
+        return sizeWhenToldDrained;
+      }
+      const sizeWhenToldDrained = run(main());
+      assert.deepEqual(out, ["x"], "items that came out (one went in)");
+      assert.equal(sizeWhenToldDrained, 0, "c2 was told closed and drained while the queue held an item");
+    });
+
     it("wakes every waiting getter with [undefined, false] when closed while empty", () => {
       const queue = new tinyio.Queue<number>();
       function* main(): Coro<unknown> {
