@@ -2768,6 +2768,51 @@ describe("Synchronisation", () => {
     assert.equal(peak, 1, "two coroutines held the Lock at once");
   });
 
+  it("keeps a permit with the coroutine it was handed to when a second coroutine gives up a timeout of the same acquire: `timeout(acquire, ms)` of a fired acquire, timed out at the hand-over", () => {
+    // t1 waits on [acquire, sleep(10)]; the permit is handed to `acquire`.
+    // t2 yields timeout(acquire, 100), which fires at once with the same
+    // permit, and is timed out before it resumes: its view was not taken.
+    // That must not give back the permit that t1 is about to take.
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    const log: string[] = [];
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(20);
+      holders--;
+    }
+    const acquire = lock.acquire();
+    function* t1(): Coro<void> {
+      const [permit]: [tinyio.Release, void] = yield [acquire, tinyio.sleep(10)];
+      yield* hold();
+      try {
+        permit.release();
+      } catch (error) {
+        log.push(`t1's release threw: ${(error as Error).message}`);
+      }
+    }
+    function* t2(): Coro<unknown> {
+      return yield tinyio.timeout(acquire, 100);
+    }
+    function* other(): Coro<void> {
+      const permit: tinyio.Release = yield lock.acquire();
+      yield* hold();
+      permit.release();
+    }
+    function* main(): Coro<void> {
+      const permit: tinyio.Release = yield lock.acquire();
+      yield new Set([t1()]);
+      yield;
+      permit.release(); // handed to `acquire`, for t1
+      yield tinyio.timeout(t2(), 0);
+      yield [other(), tinyio.sleep(60)];
+    }
+    run(main());
+    assert.deepEqual(log, []);
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+  });
+
   describe("Queue", () => {
     // Takes every item until the queue is closed and drained.
     function* drain<T>(queue: tinyio.Queue<T>): Coro<T[]> {
