@@ -2340,6 +2340,33 @@ describe("Synchronisation", () => {
     }
   });
 
+  it("resumes `event.wait()` only when the flag is set, even yielded again after its coroutine was timed out while waiting on it", () => {
+    // The waiter is timed out while it waits, catches its TimeoutError and
+    // yields the same wait again: nothing has set the flag, and the wait has
+    // no timeout of its own, so it must go on waiting until set() (100 ms).
+    const event = new tinyio.Event();
+    const seen: string[] = [];
+    let start = 0;
+    function* waiter(): Coro<void> {
+      const wait = event.wait();
+      try {
+        yield wait;
+      } catch {
+        // timed out: wait again
+      }
+      yield wait;
+      seen.push(`resumed after ${(performance.now() - start).toFixed(0)} ms, isSet() ${event.isSet()}`);
+    }
+    function* setter(): Coro<void> {
+      yield tinyio.sleep(100);
+      event.set();
+    }
+    start = performance.now();
+    run(tinyio.all([tinyio.timeout(waiter(), 10), setter()]));
+    assert.equal(seen.length, 1);
+    assert.match(seen[0]!, /isSet\(\) true$/, seen[0]);
+  });
+
   it("works with `yield* event.wait()`", () => {
     const event = new tinyio.Event();
     const log: string[] = [];
@@ -2768,6 +2795,40 @@ describe("Synchronisation", () => {
     assert.equal(peak, 1, "two coroutines held the Lock at once");
   });
 
+  it("lets at most `value` coroutines hold a Semaphore at once, even when an acquire that its waiter left while it queued (timed out) is yielded again", () => {
+    // The stubborn coroutine queues behind the holder, is timed out, catches
+    // its TimeoutError and yields the same acquire again: it must wait for a
+    // permit, not go on at once with none (`undefined`) while the holder holds.
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    const permits: unknown[] = [];
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(30);
+      holders--;
+    }
+    function* holder(): Coro<void> {
+      using _ = yield lock.acquire();
+      yield* hold();
+    }
+    function* stubborn(): Coro<void> {
+      const acquire = lock.acquire();
+      try {
+        yield acquire;
+      } catch {
+        // timed out while it queued: try again
+      }
+      const permit: tinyio.Release = yield acquire;
+      permits.push(permit);
+      yield* hold();
+      permit?.release();
+    }
+    run(tinyio.all([holder(), tinyio.timeout(stubborn(), 5)]));
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+    assert.ok(permits.every((permit) => typeof (permit as tinyio.Release)?.release === "function"), `the acquire resumed with ${String(permits[0])}, not a Release`);
+  });
+
   it("keeps a permit with the coroutine it was handed to when a second coroutine gives up a timeout of the same acquire: `timeout(acquire, ms)` of a fired acquire, timed out at the hand-over", () => {
     // t1 waits on [acquire, sleep(10)]; the permit is handed to `acquire`.
     // t2 yields timeout(acquire, 100), which fires at once with the same
@@ -3026,6 +3087,26 @@ describe("Synchronisation", () => {
       }
       run(main());
       assert.deepEqual(out, ["only"], "the one item put in came out this often");
+    });
+
+    it("gives [item, true] or [undefined, false] from a get, even yielded again after its coroutine was timed out while waiting on it", () => {
+      const queue = new tinyio.Queue<number>();
+      function* stubborn(): Coro<unknown> {
+        const get = queue.get();
+        try {
+          yield get;
+        } catch {
+          // timed out while the queue was empty: try again
+        }
+        return yield get;
+      }
+      function* main(): Coro<unknown> {
+        const consumer = stubborn();
+        yield new Set([(function* () { yield tinyio.sleep(20); yield queue.put(7); })()]);
+        yield tinyio.timeout(consumer, 5);
+        return yield consumer;
+      }
+      assert.deepEqual(run(main()), [7, true]);
     });
 
     it("lets a timed-out or cancelled put deliver its item or not, never half", () => {
