@@ -3668,6 +3668,18 @@ describe("Threads (worker_threads)", () => {
     }
   });
 
+  it("runs thread calls from a program run with `node --eval` when `--input-type=module` comes from NODE_OPTIONS, which workers inherit: no hang", () => {
+    // NODE_OPTIONS reaches every worker (the supervisor included) through the
+    // environment, not through execArgv: each dies at start, and nothing is
+    // left to report the deaths.
+    const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
+      console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
+    const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --input-type=module`.trim() };
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000, env });
+    assert.equal(child.signal, null, `killed after 15 s: a hang\n${child.stderr.slice(0, 400)}`);
+    assert.equal(child.stdout.trim(), "42", child.stderr.slice(0, 400));
+  });
+
   it("a worker that dies while idle is never handed a later call: default pool or ThreadPool(1), under run or toPromise", async () => {
     // The worker dies 10-20 ms after its call returned: an unhandled
     // rejection, or process.exit(3) in a timer. The next call on that pool
