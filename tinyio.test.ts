@@ -2122,6 +2122,60 @@ describe("Time", () => {
     }
     assert.deepEqual(run(tinyio.timeout(catchesItsTimeout(), 20)), [undefined, false]);
   });
+
+  it("does not let a crash cut short nested timeouts of a running coroutine: the waiter of `timeout(timeout(c, a), b)` is cancelled only after c has been (its thread stopped)", () => {
+    // With one timeout the waiter gets its CancelledError once c has
+    // finished being cancelled; two nested timeouts must not change that.
+    for (const depth of [1, 2, 3]) {
+      const log: string[] = [];
+      function* c(): Coro<unknown> {
+        try {
+          return yield tinyio.runInThread(blockFor, 400);
+        } finally {
+          log.push("c finally (its thread stopped)");
+        }
+      }
+      function* waiter(): Coro<unknown> {
+        let bounded: Coro = c();
+        for (let i = 0; i < depth; i++) bounded = tinyio.timeout(bounded, 5000);
+        try {
+          return yield bounded;
+        } catch (error) {
+          log.push(`waiter got ${kindOf(error)}`);
+          throw error;
+        }
+      }
+      const error = thrownBy(() => run(tinyio.all([waiter(), failAfter(50, new Error("kaboom"))])));
+      assert.equal((originalOf(error) as Error).message, "kaboom");
+      assert.deepEqual(log, ["c finally (its thread stopped)", "waiter got CancelledError"], `${depth} nested timeout(s)`);
+    }
+  });
+
+  it("keeps the bound of a timeout that lands while a mistake is on its way into the coroutine: the TimeoutError still comes, at the next yield", () => {
+    // c's first step yields something it may not (a TypeError is on its way
+    // in at that yield) and the timeout lands just then; c catches the
+    // TypeError and sleeps on. The TimeoutError must come after it, not be lost.
+    const log: string[] = [];
+    function* c(): Coro<string> {
+      try {
+        yield smuggle(42);
+      } catch (error) {
+        log.push(`caught ${kindOf(error).split(":")[0]}`);
+      }
+      try {
+        yield tinyio.sleep(1000);
+        return "slept on";
+      } catch (error) {
+        log.push(`then ${kindOf(error)}`);
+        throw error;
+      }
+    }
+    let out: unknown;
+    const ms = elapsedMs(() => (out = run(tinyio.timeout(c(), 0))));
+    assert.deepEqual(out, [undefined, false]);
+    assert.deepEqual(log, ["caught TypeError", "then TimeoutError"]);
+    assert.ok(ms < 500, `timeout(c, 0) returned after ${ms.toFixed(0)} ms`);
+  });
 });
 
 // Synchronisation
@@ -2284,6 +2338,33 @@ describe("Synchronisation", () => {
       assert.equal(run(g()), 3, name);
       assert.deepEqual(log, ["second set", "gather resumed"], name);
     }
+  });
+
+  it("resumes `event.wait()` only when the flag is set, even yielded again after its coroutine was timed out while waiting on it", () => {
+    // The waiter is timed out while it waits, catches its TimeoutError and
+    // yields the same wait again: nothing has set the flag, and the wait has
+    // no timeout of its own, so it must go on waiting until set() (100 ms).
+    const event = new tinyio.Event();
+    const seen: string[] = [];
+    let start = 0;
+    function* waiter(): Coro<void> {
+      const wait = event.wait();
+      try {
+        yield wait;
+      } catch {
+        // timed out: wait again
+      }
+      yield wait;
+      seen.push(`resumed after ${(performance.now() - start).toFixed(0)} ms, isSet() ${event.isSet()}`);
+    }
+    function* setter(): Coro<void> {
+      yield tinyio.sleep(100);
+      event.set();
+    }
+    start = performance.now();
+    run(tinyio.all([tinyio.timeout(waiter(), 10), setter()]));
+    assert.equal(seen.length, 1);
+    assert.match(seen[0]!, /isSet\(\) true$/, seen[0]);
   });
 
   it("works with `yield* event.wait()`", () => {
@@ -2681,6 +2762,118 @@ describe("Synchronisation", () => {
     assert.deepEqual(lost, [], `the permit is lost for good after a crash at step ${lost.join(", ")}`);
   });
 
+  it("lets at most `value` coroutines hold a Semaphore at once, even when an acquire whose permit went back (its waiter was timed out at the hand-over) is yielded again", () => {
+    // `timeout(c, 0)`: c's first step yields the acquire, which is handed
+    // the free permit at once; the timeout lands before c resumes, so the
+    // permit goes back to the semaphore. c catches its TimeoutError and
+    // yields the same acquire again: it must not get the permit that went
+    // back (another coroutine takes that one meanwhile).
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(20);
+      holders--;
+    }
+    function* stubborn(): Coro<void> {
+      const acquire = lock.acquire();
+      try {
+        yield acquire;
+      } catch {
+        yield acquire; // a wait yielded again gives its stored outcome: which must not be a permit given back
+      }
+      yield* hold();
+    }
+    function* other(): Coro<void> {
+      yield;
+      const permit: tinyio.Release = yield lock.acquire();
+      yield* hold();
+      permit.release();
+    }
+    run(tinyio.all([tinyio.timeout(stubborn(), 0), other()]));
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+  });
+
+  it("lets at most `value` coroutines hold a Semaphore at once, even when an acquire that its waiter left while it queued (timed out) is yielded again", () => {
+    // The stubborn coroutine queues behind the holder, is timed out, catches
+    // its TimeoutError and yields the same acquire again: it must wait for a
+    // permit, not go on at once with none (`undefined`) while the holder holds.
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    const permits: unknown[] = [];
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(30);
+      holders--;
+    }
+    function* holder(): Coro<void> {
+      using _ = yield lock.acquire();
+      yield* hold();
+    }
+    function* stubborn(): Coro<void> {
+      const acquire = lock.acquire();
+      try {
+        yield acquire;
+      } catch {
+        // timed out while it queued: try again
+      }
+      const permit: tinyio.Release = yield acquire;
+      permits.push(permit);
+      yield* hold();
+      permit?.release();
+    }
+    run(tinyio.all([holder(), tinyio.timeout(stubborn(), 5)]));
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+    assert.ok(permits.every((permit) => typeof (permit as tinyio.Release)?.release === "function"), `the acquire resumed with ${String(permits[0])}, not a Release`);
+  });
+
+  it("keeps a permit with the coroutine it was handed to when a second coroutine gives up a timeout of the same acquire: `timeout(acquire, ms)` of a fired acquire, timed out at the hand-over", () => {
+    // t1 waits on [acquire, sleep(10)]; the permit is handed to `acquire`.
+    // t2 yields timeout(acquire, 100), which fires at once with the same
+    // permit, and is timed out before it resumes: its view was not taken.
+    // That must not give back the permit that t1 is about to take.
+    const lock = new tinyio.Lock();
+    let holders = 0;
+    let peak = 0;
+    const log: string[] = [];
+    function* hold(): Coro<void> {
+      peak = Math.max(peak, ++holders);
+      yield tinyio.sleep(20);
+      holders--;
+    }
+    const acquire = lock.acquire();
+    function* t1(): Coro<void> {
+      const [permit]: [tinyio.Release, void] = yield [acquire, tinyio.sleep(10)];
+      yield* hold();
+      try {
+        permit.release();
+      } catch (error) {
+        log.push(`t1's release threw: ${(error as Error).message}`);
+      }
+    }
+    function* t2(): Coro<unknown> {
+      return yield tinyio.timeout(acquire, 100);
+    }
+    function* other(): Coro<void> {
+      const permit: tinyio.Release = yield lock.acquire();
+      yield* hold();
+      permit.release();
+    }
+    function* main(): Coro<void> {
+      const permit: tinyio.Release = yield lock.acquire();
+      yield new Set([t1()]);
+      yield;
+      permit.release(); // handed to `acquire`, for t1
+      yield tinyio.timeout(t2(), 0);
+      yield [other(), tinyio.sleep(60)];
+    }
+    run(main());
+    assert.deepEqual(log, []);
+    assert.equal(peak, 1, "two coroutines held the Lock at once");
+  });
+
   describe("Queue", () => {
     // Takes every item until the queue is closed and drained.
     function* drain<T>(queue: tinyio.Queue<T>): Coro<T[]> {
@@ -2785,6 +2978,42 @@ describe("Synchronisation", () => {
       assert.deepEqual(outcomes, ["kept added", "waiting: refused", "late: refused"]);
     });
 
+    it("gives [undefined, false] only once closed and drained: an item that a getter timed out at the hand-over gives back after close() still reaches the other getter", () => {
+      // c1 and c2 wait on the empty queue. "x" is handed to c1; close() comes
+      // next, in the same round, and c1's deadline passes before it resumes,
+      // so "x" goes back to the queue. c2 must get "x", not be told the queue
+      // is closed and drained while it still holds an item.
+      const queue = new tinyio.Queue<string>();
+      const out: string[] = [];
+      let start = 0;
+      function* consumer(): Coro<number> {
+        for (;;) {
+          const [item, ok]: [string, true] | [undefined, false] = yield queue.get();
+          if (!ok) return queue.size;
+          out.push(item);
+        }
+      }
+      function* putter(): Coro<void> {
+        yield queue.put("x");
+      }
+      function* closer(): Coro<void> {
+        queue.close();
+        while (performance.now() < start + 40); // c1's deadline (20 ms) passes before c1 resumes
+      }
+      function* producer(): Coro<void> {
+        yield tinyio.sleep(5);
+        yield [putter(), closer()];
+      }
+      function* main(): Coro<number> {
+        start = performance.now();
+        const [, sizeWhenToldDrained] = yield [tinyio.timeout(consumer(), 20), consumer(), producer()];
+        return sizeWhenToldDrained;
+      }
+      const sizeWhenToldDrained = run(main());
+      assert.deepEqual(out, ["x"], "items that came out (one went in)");
+      assert.equal(sizeWhenToldDrained, 0, "c2 was told closed and drained while the queue held an item");
+    });
+
     it("wakes every waiting getter with [undefined, false] when closed while empty", () => {
       const queue = new tinyio.Queue<number>();
       function* main(): Coro<unknown> {
@@ -2833,6 +3062,53 @@ describe("Synchronisation", () => {
       }
     });
 
+    it("never hands out one item twice: a get that gave its item back (timed out at the hand-over) gives no item when yielded again", () => {
+      // `timeout(c, 0)`: c's first step yields the get, which is handed the
+      // only item at once; the timeout lands before c resumes, so the item
+      // goes back to the queue. c catches its TimeoutError and yields the
+      // same get again. Count items in and out: one in, so one out.
+      const queue = new tinyio.Queue<string>();
+      const out: string[] = [];
+      function* consumer(): Coro<void> {
+        const get = queue.get();
+        let got: [string, true] | [undefined, false];
+        try {
+          got = yield get;
+        } catch {
+          got = yield get;
+        }
+        if (got[1]) out.push(got[0]);
+      }
+      function* main(): Coro<void> {
+        yield queue.put("only");
+        yield tinyio.timeout(consumer(), 0);
+        queue.close();
+        out.push(...(yield* drain(queue)));
+      }
+      run(main());
+      assert.deepEqual(out, ["only"], "the one item put in came out this often");
+    });
+
+    it("gives [item, true] or [undefined, false] from a get, even yielded again after its coroutine was timed out while waiting on it", () => {
+      const queue = new tinyio.Queue<number>();
+      function* stubborn(): Coro<unknown> {
+        const get = queue.get();
+        try {
+          yield get;
+        } catch {
+          // timed out while the queue was empty: try again
+        }
+        return yield get;
+      }
+      function* main(): Coro<unknown> {
+        const consumer = stubborn();
+        yield new Set([(function* () { yield tinyio.sleep(20); yield queue.put(7); })()]);
+        yield tinyio.timeout(consumer, 5);
+        return yield consumer;
+      }
+      assert.deepEqual(run(main()), [7, true]);
+    });
+
     it("lets a timed-out or cancelled put deliver its item or not, never half", () => {
       const queue = new tinyio.Queue<string>(1);
       function* main(): Coro<unknown> {
@@ -2843,6 +3119,27 @@ describe("Synchronisation", () => {
         return [late, first, queue.size, yield* drain(queue)];
       }
       assert.deepEqual(run(main()), [[undefined, false], "a", 0, []]);
+    });
+
+    it("never holds more than maxsize items, even when a getter timed out at the hand-over gives its item back while a putter waited for room", () => {
+      // maxsize 1, holding "a", a putter waiting with "b". A getter takes "a"
+      // (which lets "b" in) and is timed out before it resumes: "a" goes back
+      // to the front. The queue must still hold at most one item.
+      const queue = new tinyio.Queue<string>(1);
+      function* getter(): Coro<unknown> {
+        return yield queue.get();
+      }
+      function* putB(): Coro<void> {
+        yield queue.put("b");
+      }
+      function* main(): Coro<number> {
+        yield queue.put("a");
+        yield new Set([putB()]);
+        yield;
+        yield tinyio.timeout(getter(), 0);
+        return queue.size;
+      }
+      assert.ok(run(main()) <= 1, "the queue of maxsize 1 holds more than one item");
     });
 
     it("counts in size what it holds, never an item handed straight to a waiting getter", () => {
@@ -2860,6 +3157,41 @@ describe("Synchronisation", () => {
       }
       run(main());
       assert.deepEqual(sizes, [0, 1]);
+    });
+
+    it("takes time linear in the items and waiters: draining 200,000 held items, or 20,000 waiting putters or 80,000 waiting getters timing out, costs no more than as many plain operations", async () => {
+      // Each child compares a case with a reference of as many operations
+      // that never builds a backlog: as fast if each costs O(1), ten times
+      // slower or worse if each costs the length of the backlog.
+      const child = (what: string, big: string, reference: string) =>
+        linesOfScript(
+          what,
+          `
+          import * as tinyio from "TINYIO";
+          const loopMs = (coro: tinyio.Coro) => { const start = performance.now(); new tinyio.Loop().run(coro); return performance.now() - start; };
+          const reference = loopMs((function* () { ${reference} })());
+          const big = loopMs((function* () { ${big} })());
+          console.log(big / reference);
+        `,
+          { ms: 14_000 },
+        ).then(([line]) => assert.ok(Number(line) < 4, `${what}: ${Number(line).toFixed(1)} times as long as the reference`));
+      await everyCase([
+        child(
+          "draining 200,000 held items",
+          "const q = new tinyio.Queue<number>(); for (let i = 0; i < 200_000; i++) yield q.put(i); for (let i = 0; i < 200_000; i++) yield q.get();",
+          "const q = new tinyio.Queue<number>(); for (let i = 0; i < 200_000; i++) { yield q.put(i); yield q.get(); }",
+        ),
+        child(
+          "20,000 putters waiting for room, timed out",
+          "const q = new tinyio.Queue<number>(1); yield q.put(0); yield Array.from({ length: 20_000 }, (_, i) => tinyio.timeout(q.put(i), 20));",
+          "const e = new tinyio.Event(); yield Array.from({ length: 20_000 }, () => tinyio.timeout(e.wait(), 20));",
+        ),
+        child(
+          "80,000 getters waiting for an item, timed out",
+          "const q = new tinyio.Queue<number>(); yield Array.from({ length: 80_000 }, () => tinyio.timeout(q.get(), 20));",
+          "const e = new tinyio.Event(); yield Array.from({ length: 80_000 }, () => tinyio.timeout(e.wait(), 20));",
+        ),
+      ]);
     });
 
     it("takes a positive integer or Infinity as maxsize, and throws a RangeError otherwise", () => {
@@ -3373,6 +3705,30 @@ describe("Threads (worker_threads)", () => {
     const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
     assert.equal(child.signal, null, `killed: a hang\n${child.stderr}`);
     assert.equal(child.stdout.trim(), "42", child.stderr);
+  });
+
+  it("runs thread calls from a program run with `node --input-type=module --eval` together with a per-process flag (--max-old-space-size, --stack-size)", () => {
+    // Dropping --input-type must not hand workers the other flags as an
+    // explicit execArgv, where Node refuses per-process flags outright.
+    const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
+      console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
+    for (const flag of ["--max-old-space-size=512", "--stack-size=2000"]) {
+      const child = spawnSync(process.execPath, [flag, "--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
+      assert.equal(child.signal, null, `${flag}: killed: a hang\n${child.stderr}`);
+      assert.equal(child.stdout.trim(), "42", `${flag}: ${child.stderr.slice(0, 400)}`);
+    }
+  });
+
+  it("runs thread calls from a program run with `node --eval` when `--input-type=module` comes from NODE_OPTIONS, which workers inherit: no hang", () => {
+    // NODE_OPTIONS reaches every worker (the supervisor included) through the
+    // environment, not through execArgv: each dies at start, and nothing is
+    // left to report the deaths.
+    const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
+      console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
+    const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --input-type=module`.trim() };
+    const child = spawnSync(process.execPath, ["--import", "tsx", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000, env });
+    assert.equal(child.signal, null, `killed after 15 s: a hang\n${child.stderr.slice(0, 400)}`);
+    assert.equal(child.stdout.trim(), "42", child.stderr.slice(0, 400));
   });
 
   it("a worker that dies while idle is never handed a later call: default pool or ThreadPool(1), under run or toPromise", async () => {
