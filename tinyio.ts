@@ -239,26 +239,37 @@ function isA(value: unknown, type: Function): boolean { try { return value insta
 // Most places take "what a task waits on" as a list.
 const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
 
-// A `Wait` comes from a `Source` (an `Event`, a `Semaphore`, a worker
-// thread), which fires it, maybe with a value: a permit, for a semaphore.
-// Its deadline, if it has one, sits in its loop's timer heap.
+// A `Wait` comes from a `Source` (an `Event`, a `Semaphore`, a `Queue`, a
+// worker thread), which fires it, maybe with a value: a permit, for a
+// semaphore. Its deadline, if it has one, sits in its loop's timer heap.
 //
-//     NEW ──yielded──▶ RUNNING ──fire(value)──▶ RETURNED ──a waiter resumes──▶ taken
-//                         │                        │
-//                         └─deadline, crash:       └─every waiter was resumed with
-//                           expire(); timeout:       an error instead (or there were
-//                           interrupt()              none): the source takes it back
+//                 ┌──────────── every waiter left before it fired ◀───────────┐
+//                 ▼                                                             │
+//     NEW ──yielded──▶ RUNNING ──fire(value)──▶ RETURNED ──its waiter resumes──▶ taken
+//      ▲                  │                        │
+//      │                  └─deadline, crash:       └─its waiter was resumed with an
+//      │                    expire(); timeout:       error instead: the source takes
+//      │                    interrupt()              the value back ...
+//      └──────────────────────────────────────────────┘ ... and the wait is as new
 //
-// That last arrow is why a permit is never lost: a permit handed to a
-// coroutine that is then timed out or cancelled before it runs goes back to
-// the semaphore, which hands it to the next in line. And because the wait
-// is yielded by the waiting coroutine itself, `yield sem.acquire()` is as
-// safe as `yield* sem.acquire()`: there is no go-between coroutine to lose it.
+// So a permit is never lost: a permit handed to a coroutine that is then
+// timed out or cancelled before it runs goes back to the semaphore, which
+// hands it to the next in line. And because the wait is yielded by the
+// waiting coroutine itself, `yield sem.acquire()` is as safe as `yield*
+// sem.acquire()`: there is no go-between coroutine to lose it. A wait that
+// went back to NEW waits afresh when it is yielded again.
+//
+// A wait that carries a value (a permit, an item) is `exclusive`: one
+// coroutine at a time may wait on it, and one takes its value. The others
+// (an event's, a sleep) may be shared by any number of coroutines.
 interface Source {
+  exclusive?: boolean;
   // A wait was yielded: fire it now, or remember it for later.
   add(wait: Wait): void;
   // Forget `wait`; and if it was fired with a value, take the value back.
   drop(wait: Wait): void;
+  // Its value was taken. (Only a queue needs to know.)
+  taken?(wait: Wait): void;
 }
 
 class Wait extends Awaitable {
@@ -271,9 +282,10 @@ class Wait extends Awaitable {
   // for its nested loop to finish cancelling.
   shield = false;
   // How many waiters have yet to resume since it fired, and whether one of
-  // them took its value.
+  // them took its value; and whether its source holds it.
   claims = 0;
   taken = false;
+  held = false;
   constructor(source: Source, ms: number) {
     super();
     this.source = source;
@@ -284,6 +296,7 @@ class Wait extends Awaitable {
   register(loop: Loop): void {
     this.state = RUNNING;
     this.loop = loop;
+    this.held = true;
     this.source.add(this);
     if (this.state === RUNNING && this.deadline !== Infinity) loop.addTimer(this);
   }
@@ -294,31 +307,50 @@ class Wait extends Awaitable {
     super.settle(result, failed);
   }
 
-  // Its source fires it. (With nobody waiting, its value goes straight back.)
+  // Its source fires it.
   fire(value?: unknown): void {
     if (this.state !== RUNNING) return;
     this.claims = this.waiters?.length ?? 0;
     this.settle(value, false);
-    if (this.claims === 0) this.drop();
+    if (this.claims === 0) this.leave(false); // (nobody waits: it goes straight back)
   }
 
-  // A waiter resumes, with the value or with an error instead.
+  // A waiter resumes, with the value or with an error instead. Once none
+  // is left to, a value that nobody took goes back, and the wait is as new.
   leave(took: boolean): void {
     this.taken ||= took;
-    if (--this.claims === 0 && !this.taken) this.drop();
+    if (--this.claims > 0) return;
+    if (this.taken) this.source.taken?.(this);
+    else if (this.source.exclusive) this.reset();
   }
 
-  // (A wait is dropped once: after that, it has no source to tell.)
-  drop(): void { this.source.drop(this); this.source = never; }
+  // Its source forgets it (and takes back the value it gave, if any).
+  forget(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.source.drop(this);
+  }
+
+  // Back to NEW, to be yielded afresh. (Its deadline, counted from its
+  // making, still holds.)
+  reset(): void {
+    this.forget();
+    if (this.timer !== null) this.timer.wait = null;
+    this.timer = null;
+    this.state = NEW;
+    this.result = undefined;
+    this.waiters = null;
+    this.taken = false;
+  }
 
   // Its deadline passed, or the loop crashed: it ends without a value.
-  expire(): void { if (this.state === RUNNING) { this.drop(); this.settle(undefined, false); } }
+  expire(): void { if (this.state === RUNNING) { this.forget(); this.settle(undefined, false); } }
 
   // Its deadline passed. (A timeout's own wait interrupts what it bounds
-  // instead, and ends once that has: see `Within`.)
+  // instead, once, and ends once that has: see `Within`.)
   timeUp(): void {
-    if (this.source instanceof Within) interrupt(this.source.inner!, new TimeoutError(`It did not finish within ${this.source.ms} ms.`));
-    else this.expire();
+    if (!(this.source instanceof Within)) this.expire();
+    else if (!this.interrupted) interrupt(this.source.inner!, new TimeoutError(`It did not finish within ${this.source.ms} ms.`));
   }
 
   // A timeout interrupted it: it ends with the TimeoutError. (A timeout's
@@ -328,7 +360,7 @@ class Wait extends Awaitable {
     this.interrupted = true;
     this.result = error;
     if (this.source instanceof Within && this.state === RUNNING) return interrupt(this.source.inner!, error);
-    this.drop();
+    this.forget();
     this.settle(error, true);
   }
 
@@ -745,12 +777,14 @@ export class Loop {
     for (const item of list) {
       if (whyNotACoro(item) !== null) return invalidYield(yielded, list);
       let dep = item instanceof Wait && !background ? item : taskOf(item as Coro);
+      if (dep instanceof Wait && dep.source.exclusive && dep.state !== NEW) return new TypeError(TAKEN);
       // (Yielding a timeout is waiting on what it bounds: that is what we
       // check, after finding its record, here inside the door.)
       let target: Awaitable | undefined = dep;
       while (target instanceof Wait && target.source instanceof Within) {
         const within = target.source;
         target = within.inner ??= within.coro instanceof Wait ? within.coro : recordFor(within.coro, this);
+        if (target instanceof Wait && target.source.exclusive && target.state !== NEW && dep?.state === NEW) return new TypeError(TAKEN);
       }
       if (target?.state === RUNNING && (target as Task | Wait).loop !== this) return new Error(ELSEWHERE);
       if (target instanceof Task && target.state === RUNNING && !background && closesCycle(task, target)) return new Error("Cycle detected: a coroutine waits on itself, through the coroutines it waits on. The loop cannot finish it.");
@@ -765,10 +799,12 @@ export class Loop {
    * forgets it), unless it is in a shielded wait, which it finishes first.
    */
   timeOut(task: Task, error: TimeoutError): void {
-    task.deferred = task.stepped ? null : error;
-    if (task.state !== RUNNING || !task.stepped) return;
+    // (Before its first step, or with a mistake on its way in, a task gets
+    // the TimeoutError after its next step.)
+    task.deferred = task.stepped && task.error === NONE ? null : error;
+    if (task.state !== RUNNING || task.deferred !== null) return;
     task.interrupted = true;
-    if (task.error === NONE) task.error = error; // (a mistake already on its way in goes first)
+    task.error = error;
     if (task.waitingOn instanceof Wait && task.waitingOn.shield) return;
     // It leaves what it waits on (a wait left with nobody waiting ends); but
     // a timeout it waits on is interrupted instead, and waited for: it ends
@@ -778,7 +814,7 @@ export class Loop {
       if (timeouts.includes(item)) continue;
       if (item.state === RUNNING) item.waiters = item.waiters!.filter((waiter) => waiter !== task);
       if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
-      else if (item instanceof Wait && item.waiters!.length === 0) item.expire();
+      else if (item instanceof Wait && item.waiters!.length === 0) item.reset();
     }
     task.waitingOn = timeouts.length > 0 ? timeouts : undefined;
     if (task.count === 0) return; // (queued already)
@@ -833,7 +869,7 @@ export class Loop {
   #crash(error: unknown): void {
     if (this.crash !== null) return void this.crash.errors.push(error);
     this.crash = { error, errors: [] };
-    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield && !(item.source instanceof Within && item.source.inner instanceof Task)) item.expire();
+    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) cancelWait(item);
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a
@@ -871,6 +907,15 @@ function closesCycle(task: Task, dep: Task): boolean {
   return false;
 }
 
+// A crash ends a wait early; but a timeout ends only with what it bounds:
+// when that is a coroutine, the crash cancels it, and then the timeout ends.
+function cancelWait(wait: Wait): void {
+  let bounded: Task | Wait = wait;
+  while (bounded instanceof Wait && bounded.source instanceof Within) bounded = bounded.source.inner!;
+  if (bounded instanceof Wait) bounded.expire();
+}
+
+const TAKEN = "A tinyio coroutine yielded a wait that carries a value (an acquire(), a queue's get() or put(), or a timeout of one) while another coroutine waits on it, or after it gave its value. One coroutine at a time may wait on it: call acquire(), get() or put() again for another.";
 const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
 const ELSEWHERE = "This coroutine is running on another tinyio loop right now, and a coroutine belongs to one loop while it runs. To hand its result to an isolated loop, wrap it: yield tinyio.copy(coro).";
 
@@ -988,7 +1033,8 @@ class Within implements Source {
   coro: Coro;
   inner: Task | Wait | null = null; // (the record of `coro`, once the view is yielded)
   ms: number;
-  constructor(coro: Coro, ms: number) { this.coro = coro; this.ms = ms; }
+  exclusive: boolean; // (as what it bounds is)
+  constructor(coro: Coro, ms: number) { this.coro = coro; this.ms = ms; this.exclusive = coro instanceof Wait && coro.source.exclusive === true; }
 
   add(view: Wait): void {
     const loop = view.loop!;
@@ -1009,15 +1055,15 @@ class Within implements Source {
     else view.fire(inner.state === RETURNED && !inner.interrupted ? [inner.result, true] : [undefined, false]);
   }
 
-  // The view's value was not taken, so neither was the inner wait's. Or
-  // nobody waits on the view any more: then it stops waiting, too.
+  // The view's value was taken, or not: so was the inner wait's. Or nobody
+  // waits on the view any more: then it stops waiting, too.
+  taken(): void { if (this.inner instanceof Wait) this.inner.leave(true); }
   drop(view: Wait): void {
     const inner = this.inner;
-    if (inner === null) return;
     if (view.state === RETURNED) return inner instanceof Wait ? inner.leave(false) : undefined;
-    if (!inner.waiters?.includes(view)) return;
+    if (inner === null || !inner.waiters?.includes(view)) return;
     inner.waiters = inner.waiters.filter((waiter) => waiter !== view);
-    if (inner instanceof Wait && inner.waiters.length === 0) inner.expire();
+    if (inner instanceof Wait && inner.waiters.length === 0) inner.reset();
   }
 }
 
@@ -1066,9 +1112,12 @@ export interface Release {
  * ```
  */
 export class Semaphore {
-  // Invariant: permits are `#free` only while nobody queues for one.
+  // Invariant: permits are `#free` only while nobody queues for one. (The
+  // line is a Set: it keeps the order waits came in, and lets one that is
+  // timed out leave from anywhere at once.)
   #free: number;
-  #queue: Wait[] = [];
+  #line: Set<Wait> = new Set();
+  /** @internal */ readonly exclusive = true;
 
   /** @param value how many may hold a permit at once: a positive integer. */
   constructor(value: number) { this.#free = checkCount(value, "new Semaphore(value)"); }
@@ -1081,11 +1130,16 @@ export class Semaphore {
    */
   acquire(): Coro<Release> { return waitOn(this, Infinity); }
 
-  /** @internal */ add(wait: Wait): void { this.#free > 0 ? (this.#free--, wait.fire(this.#permit())) : this.#queue.push(wait); }
-  // (A wait not yet fired may be in the queue; a fired one holds a permit.)
+  /** @internal */ add(wait: Wait): void {
+    if (this.#free === 0) return void this.#line.add(wait);
+    this.#free--;
+    wait.fire(this.#permit());
+  }
+
+  // (A wait not yet fired is in the line; a fired one holds a permit.)
   /** @internal */ drop(wait: Wait): void {
     if (wait.state === RETURNED) (wait.result as Release)[Symbol.dispose]();
-    else remove(this.#queue, wait);
+    else this.#line.delete(wait);
   }
 
   #permit(): Release {
@@ -1095,9 +1149,10 @@ export class Semaphore {
   }
 
   #release(): void {
-    const next = this.#queue.shift();
-    if (next === undefined) this.#free++;
-    else next.fire(this.#permit());
+    const next = first(this.#line);
+    if (next === undefined) return void this.#free++;
+    this.#line.delete(next);
+    next.fire(this.#permit());
   }
 }
 
@@ -1164,23 +1219,37 @@ export class Barrier {
  * ```
  */
 export class Queue<T> {
+  // The items, the first at `#head`: taking one moves the head, not the
+  // rest of the array (what was taken is cut off now and then). Getters and
+  // putters wait in lines: Sets, which keep their order, and let one that
+  // is timed out leave from anywhere at once.
   #items: T[] = [];
-  #getters: Wait[] = [];
-  #putters: { wait: Wait; item: T }[] = [];
+  #head = 0;
+  #getters: Set<Wait> = new Set();
+  #putters: Map<Wait, T> = new Map();
   #maxsize: number;
   #closed = false;
-  // The source of every `get()`'s wait. A getter fired with an item that
-  // it then did not take gives the item back, to the front of the line.
+  // Items handed to a getter that has not taken them yet: the queue is not
+  // drained while any is out (it may come back). Room is made at the hand-
+  // over, though, so that one coroutine may gather several gets; an item
+  // that comes back then may take the queue one past `maxsize`, for a while.
+  #handed = 0;
+  // The source of every `get()`'s wait. An item handed to a getter that then
+  // does not take it comes back, to the front of the line.
   #getting: Source = {
+    exclusive: true,
     add: (wait) => {
-      if (this.#items.length > 0) this.#take(wait);
-      else if (this.#closed) wait.fire([undefined, false]);
-      else this.#getters.push(wait);
+      if (this.size > 0) this.#hand(wait, this.#shift()), this.#admit();
+      else if (this.#closed && this.#handed === 0) wait.fire([undefined, false]);
+      else this.#getters.add(wait);
     },
     drop: (wait) => {
-      if (wait.state === RUNNING) return remove(this.#getters, wait);
+      if (wait.state === RUNNING) return void this.#getters.delete(wait);
       const [item, ok] = wait.result as [T, boolean];
-      if (ok) this.#offer(item, true);
+      if (ok) this.#handed--, this.#offer(item, true), this.#drained();
+    },
+    taken: (wait) => {
+      if ((wait.result as [T, boolean])[1]) this.#handed--, this.#drained();
     },
   };
 
@@ -1188,7 +1257,7 @@ export class Queue<T> {
   constructor(maxsize: number = Infinity) { this.#maxsize = maxsize === Infinity ? maxsize : checkCount(maxsize, "new Queue(maxsize)"); }
 
   /** How many items it holds (an item handed straight to a waiting getter never counts). */
-  get size(): number { return this.#items.length; }
+  get size(): number { return this.#items.length - this.#head; }
 
   /** Waits for an item: `[item, true]`, or `[undefined, false]` once the queue is closed and empty. */
   get(): Coro<[T, true] | [undefined, false]> { return waitOn(this.#getting, Infinity); }
@@ -1196,13 +1265,13 @@ export class Queue<T> {
   /** Waits for room, and adds `item`. After `close()`, an `Error` (and the item is not added). */
   put(item: T): Coro<void> {
     return waitOn({
+      exclusive: true,
       add: (wait) => {
         if (this.#closed) wait.settle(new Error(CLOSED), true);
-        else if (this.#getters.length > 0 || this.#items.length < this.#maxsize) this.#offer(item, false), wait.fire();
-        else this.#putters.push({ wait, item });
+        else if (this.#getters.size === 0 && this.size >= this.#maxsize) this.#putters.set(wait, item);
+        else this.#offer(item, false), wait.fire();
       },
-      // (Dropped while it waits for room: its item was never added.)
-      drop: (wait) => void (this.#putters = this.#putters.filter((putter) => putter.wait !== wait)),
+      drop: (wait) => void this.#putters.delete(wait), // (while it waited for room: its item was never added)
     }, Infinity);
   }
 
@@ -1212,34 +1281,54 @@ export class Queue<T> {
    */
   close(): void {
     this.#closed = true;
-    for (const { wait } of this.#putters.splice(0)) wait.settle(new Error(CLOSED), true);
-    if (this.#items.length === 0) for (const getter of this.#getters.splice(0)) getter.fire([undefined, false]);
-  }
-
-  // A getter takes the first item, which makes room for the first putter.
-  #take(wait: Wait): void {
-    wait.fire([this.#items.shift(), true]);
-    const putter = this.#putters.shift();
-    if (putter !== undefined) this.#items.push(putter.item), putter.wait.fire();
+    for (const wait of this.#putters.keys()) wait.settle(new Error(CLOSED), true);
+    this.#putters.clear();
+    this.#drained();
   }
 
   // An item goes straight to the longest-waiting getter, or into the queue:
   // at the back, or at the front if it comes back from a getter.
-  #offer(item: T, back: boolean): void {
-    const getter = this.#getters.shift();
-    if (getter !== undefined) getter.fire([item, true]);
-    else if (back) this.#items.unshift(item);
-    else this.#items.push(item);
+  #offer(item: T, front: boolean): void {
+    const getter = first(this.#getters);
+    if (getter !== undefined) return this.#getters.delete(getter), this.#hand(getter, item);
+    if (!front) this.#items.push(item);
+    else if (this.#head > 0) this.#items[--this.#head] = item;
+    else this.#items.unshift(item);
+  }
+
+  #hand(getter: Wait, item: T): void {
+    this.#handed++;
+    getter.fire([item, true]);
+  }
+
+  #shift(): T {
+    const item = this.#items[this.#head]!;
+    this.#items[this.#head++] = undefined as T; // (so that the array holds nothing it gave away)
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) (this.#items = this.#items.slice(this.#head)), (this.#head = 0);
+    return item;
+  }
+
+  // An item was handed out, which makes room: the first putter's item goes in.
+  #admit(): void {
+    const putter = first(this.#putters);
+    if (putter === undefined || this.size >= this.#maxsize) return;
+    this.#offer(this.#putters.get(putter)!, false);
+    this.#putters.delete(putter);
+    putter.fire();
+  }
+
+  // Closed, empty, and no item out with a getter: every getter is told so.
+  #drained(): void {
+    if (!this.#closed || this.size > 0 || this.#handed > 0) return;
+    for (const getter of this.#getters) getter.fire([undefined, false]);
+    this.#getters.clear();
   }
 }
 
 const CLOSED = "This queue is closed: put() after close(), or a put() still waiting for room when close() was called, does not add its item.";
 
-// Removes `item` from `list`, if it is there.
-function remove<T>(list: T[], item: T): void {
-  const i = list.indexOf(item);
-  if (i >= 0) list.splice(i, 1);
-}
+// The first key of a Set or Map, in the order things were added: a line's head.
+const first = <T>(line: { keys(): Iterator<T> }): T | undefined => line.keys().next().value;
 
 /**
  * Starts `coros` in the background, and returns one coroutine per input:
@@ -1316,9 +1405,11 @@ export function all<const T extends readonly Coro[]>(coros: T): Coro<{ -readonly
 // versions of the helpers that tsx (esbuild) puts into compiled functions
 // that name a function or class, or use `using`.
 const WORKER_SOURCE = `(() => { // (a function scope, so that these names stay hidden from fn)
-const { workerData: { wake, port, picked } } = require("node:worker_threads");
-const { writeSync } = require("node:fs");
-globalThis.require ??= require; // (Bun scopes require to this script; fn may need it)
+// (Started under --input-type=module, from NODE_OPTIONS say, this runs as an ES module, with no require.)
+const load = typeof require === "function" ? require : process.getBuiltinModule;
+const { workerData: { wake, port, picked } } = load("node:worker_threads");
+const { writeSync } = load("node:fs");
+globalThis.require ??= typeof require === "function" ? require : load("node:module").createRequire(process.cwd() + "/"); // (fn may need it)
 const nap = new Int32Array(new SharedArrayBuffer(4));
 const writeAll = (fd, bytes) => { for (let at = 0; at < bytes.length; ) try { at += writeSync(fd, bytes, at); } catch (e) { if (e.code !== "EAGAIN") throw e; Atomics.wait(nap, 0, 0, 1); } };
 for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]]) stream.write = (chunk, encoding, done) => (writeAll(fd, Buffer.from(chunk, typeof encoding === "string" ? encoding : undefined)), [encoding, done].find((f) => typeof f === "function")?.(), true);
@@ -1382,7 +1473,7 @@ process.on("exit", (code) => running && answer({ exit: code, error: fatal && des
 // any reason, its end closes, and the supervisor reports the worker's id
 // and notifies the wake word. (Calls still go straight to each worker, and
 // workers start as fast as ever: the supervisor only listens.)
-const SUPERVISOR_SOURCE = `const { workerData: { wake, deaths }, parentPort } = require("node:worker_threads");
+const SUPERVISOR_SOURCE = `const { workerData: { wake, deaths }, parentPort } = (typeof require === "function" ? require : process.getBuiltinModule)("node:worker_threads");
 parentPort.on("message", ({ id, lifeline }) => lifeline.on("close", () => { deaths.postMessage(id); Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }));`;
 
 /**
@@ -1425,10 +1516,7 @@ class Thread implements Source {
     }
     const { port1, port2 } = new MessageChannel();
     const lifeline = new MessageChannel();
-    // (Workers take the flags node runs with, tsx's loader among them; but not
-    // `--input-type`, which would make the worker script an ES module.)
-    const execArgv = process.execArgv.some((flag) => flag.startsWith("--input-type")) ? process.execArgv.filter((flag) => !flag.startsWith("--input-type")) : undefined;
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
     this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
     this.port = port1;
     supervisor.worker.postMessage({ id: this.id, lifeline: lifeline.port1 }, [lifeline.port1]);
