@@ -16,13 +16,16 @@
 // wrong (for example, concurrent sleeps against serial ones, or gathered
 // thread calls that run one after another).
 //
-// Some specs run a small script in a child `node --import tsx`, since "the
-// process exits" can only be seen from outside. Plain JavaScript scripts
+// Some specs run a small script in a child process, since "the process
+// exits" can only be seen from outside. The child runs on the runtime the
+// specs run on (see `scriptArgs`): `node --import tsx` under Node, `bun`
+// under Bun, `deno run -A` under Deno. Plain JavaScript scripts
 // (runJsScriptInTmpdir) are written to a fresh directory under the OS temp
 // directory and import tinyio.ts by file URL; TypeScript scripts
-// (runTsScriptInRepoCache) are written under node_modules/.cache/bridge-test/
-// (inside the repository, so that `tsx` resolves) and import tinyio.ts by
-// absolute path. Either child is killed if still alive after 15 s.
+// (runTsScriptInRepoCache) are written under .child-scripts/ (inside the
+// repository, so that `tsx` resolves, but not under node_modules/, where
+// Deno strips no types; gitignored) and import tinyio.ts by absolute path.
+// Either child is killed if still alive after 15 s.
 //
 // Specs that await a loop through toPromise go through toPromiseWithin (or
 // withDeadline), so that a regression that leaves the loop waiting forever
@@ -159,9 +162,33 @@ type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ?
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 
+// The runtime these specs run on. A child script runs on the same one, and
+// where a runtime legitimately differs, a spec says so with its own assertion.
+const runtime: "node" | "bun" | "deno" = process.versions.bun !== undefined ? "bun" : process.versions.deno !== undefined ? "deno" : "node";
+
+// The arguments with which this runtime (`process.execPath`) runs the script
+// `file`, TypeScript or JavaScript, given Node's flags `nodeArgs` (such as
+// `--expose-gc` or `--max-old-space-size=100`): Node through tsx (Node 20
+// strips no types), Bun as it is (it takes these flags itself), Deno with
+// `run -A` and the flags as V8 flags.
+function scriptArgs(file: string, nodeArgs: string[] = []): string[] {
+  if (runtime === "bun") return [...nodeArgs, file];
+  if (runtime === "deno") return ["run", "-A", ...(nodeArgs.length > 0 ? [`--v8-flags=${nodeArgs.join(",")}`] : []), file];
+  return [...nodeArgs, "--import", "tsx", file];
+}
+
+// V8's `gc`, or Bun's (JavaScriptCore has no `--expose-gc` to set at run time).
+function collector(): () => void {
+  const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+  if (bun !== undefined) return () => bun.gc(true);
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
+}
+
 // Runs `source` as a plain JavaScript .mjs file, written to a fresh directory
-// under the OS temp directory, in a child `node --import tsx` (so that it can
-// import tinyio.ts); `TINYIO` in it is replaced by the file URL of tinyio.ts.
+// under the OS temp directory, in a child of this runtime (`scriptArgs`: under
+// Node, `node --import tsx`, so that it can import tinyio.ts); `TINYIO` in it
+// is replaced by the file URL of tinyio.ts.
 // Reports how and when it exited; a child still alive after 15 s is killed.
 function runJsScriptInTmpdir(source: string): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   const dir = mkdtempSync(join(tmpdir(), "tinyio-test-"));
@@ -169,7 +196,7 @@ function runJsScriptInTmpdir(source: string): Promise<{ code: number | null; std
   writeFileSync(script, source.replaceAll("TINYIO", new URL("./tinyio.ts", import.meta.url).href));
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: here });
+    const child = spawn(process.execPath, scriptArgs(script), { cwd: here });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -253,11 +280,11 @@ function explodeInThread(): never {
 }
 
 const tinyioPath = fileURLToPath(new URL("./tinyio.ts", import.meta.url));
-const scratch = join(here, "node_modules", ".cache", "bridge-test");
+const scratch = join(here, ".child-scripts");
 
 // Runs `source` as a TypeScript .mts file (an ES module wherever it lies, so
-// top-level await works), written under node_modules/.cache/bridge-test/, in a
-// child `node --import tsx` (given `nodeArgs` too, such as `--expose-gc`);
+// top-level await works), written under .child-scripts/, in a child of this
+// runtime (`scriptArgs`, given Node's flags `nodeArgs`, such as `--expose-gc`);
 // `TINYIO` in it is replaced by the absolute path of tinyio.ts. Reports how
 // and when it exited, with the signal that ended it; a child still alive
 // after 15 s is killed (and reported as such).
@@ -267,7 +294,7 @@ function runTsScriptInRepoCache(source: string, nodeArgs: string[] = []): Promis
   writeFileSync(script, source.replaceAll("TINYIO", tinyioPath));
   const start = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", script], { cwd: here });
+    const child = spawn(process.execPath, scriptArgs(script, nodeArgs), { cwd: here });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
@@ -282,14 +309,14 @@ function runTsScriptInRepoCache(source: string, nodeArgs: string[] = []): Promis
   });
 }
 
-// Runs the TypeScript file `file` with `args` in a child `node --import tsx`,
+// Runs the TypeScript file `file` with `args` in a child of this runtime,
 // and sends it `signal` (a real one, from outside) as soon as it has printed
 // the line `ready`: for programs that must handle a signal mid-run. Reports
 // how it exited, whether the signal was sent, and how long the child lived
 // after it; a child still alive after 15 s is killed (and reported as such).
 function signalTsScriptWhenReady(file: string, args: string[], ready: string, signal: NodeJS.Signals): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string; sent: boolean; msAfterSignal: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", file, ...args], { cwd: here });
+    const child = spawn(process.execPath, [...scriptArgs(file), ...args], { cwd: here });
     let stdout = "";
     let stderr = "";
     let sentAt: number | undefined;
@@ -582,8 +609,7 @@ describe("Coroutines and what they may yield", () => {
   });
 
   it("holds results weakly: the loop keeps nothing alive that the user dropped", async () => {
-    setFlagsFromString("--expose-gc");
-    const gc = runInNewContext("gc") as () => void;
+    const gc = collector();
     const loop = new tinyio.Loop();
     const refs: WeakRef<object>[] = [];
     (() => {
@@ -3370,7 +3396,10 @@ describe("Threads (worker_threads)", () => {
     // the worker's own script an ES module, and every worker die at start.
     const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
       console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
-    const child = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
+    // (Bun takes the same flags; Deno has no `--input-type`: a program given
+    // on its command line runs with `deno eval`, an ES module already.)
+    const args = runtime === "deno" ? ["eval", program] : [...(runtime === "node" ? ["--import", "tsx"] : []), "--input-type=module", "--eval", program];
+    const child = spawnSync(process.execPath, args, { cwd: here, encoding: "utf8", timeout: 15_000 });
     assert.equal(child.signal, null, `killed: a hang\n${child.stderr}`);
     assert.equal(child.stdout.trim(), "42", child.stderr);
   });
