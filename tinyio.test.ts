@@ -3542,7 +3542,7 @@ describe("Threads (worker_threads)", () => {
           }
           console.log(${drive});
         `,
-          { nodeArgs: ["--max-old-space-size=100"], ms: 10_000 },
+          { nodeArgs: runtime === "bun" ? [] : ["--max-old-space-size=100"], ms: 10_000 },
         );
         assert.deepEqual(lines, ["caught an Error, then 2"], what);
       }),
