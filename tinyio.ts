@@ -607,7 +607,10 @@ export class Loop {
       current = outer;
       // Closed early by its driver (`isolate`'s own coroutine was closed):
       // close every coroutine we would otherwise abandon.
-      for (const task of this.live) this.#close(task), this.#finish(task, new CancelledError("Closed, with the loop that ran it."), true);
+      for (const task of this.live) {
+        this.#close(task);
+        this.#finish(task, new CancelledError("Closed, with the loop that ran it."), true);
+      }
       this.queue = [];
       this.timers = [];
       this.crash = null;
@@ -1239,17 +1242,24 @@ export class Queue<T> {
   #getting: Source = {
     exclusive: true,
     add: (wait) => {
-      if (this.size > 0) this.#hand(wait, this.#shift()), this.#admit();
-      else if (this.#closed && this.#handed === 0) wait.fire([undefined, false]);
+      if (this.size > 0) {
+        this.#hand(wait, this.#shift());
+        this.#admit();
+      } else if (this.#closed && this.#handed === 0) wait.fire([undefined, false]);
       else this.#getters.add(wait);
     },
     drop: (wait) => {
       if (wait.state === RUNNING) return void this.#getters.delete(wait);
       const [item, ok] = wait.result as [T, boolean];
-      if (ok) this.#handed--, this.#offer(item, true), this.#drained();
+      if (!ok) return;
+      this.#handed--;
+      this.#offer(item, true);
+      this.#drained();
     },
     taken: (wait) => {
-      if ((wait.result as [T, boolean])[1]) this.#handed--, this.#drained();
+      if (!(wait.result as [T, boolean])[1]) return;
+      this.#handed--;
+      this.#drained();
     },
   };
 
@@ -1269,7 +1279,10 @@ export class Queue<T> {
       add: (wait) => {
         if (this.#closed) wait.settle(new Error(CLOSED), true);
         else if (this.#getters.size === 0 && this.size >= this.#maxsize) this.#putters.set(wait, item);
-        else this.#offer(item, false), wait.fire();
+        else {
+          this.#offer(item, false);
+          wait.fire();
+        }
       },
       drop: (wait) => void this.#putters.delete(wait), // (while it waited for room: its item was never added)
     }, Infinity);
@@ -1290,7 +1303,10 @@ export class Queue<T> {
   // at the back, or at the front if it comes back from a getter.
   #offer(item: T, front: boolean): void {
     const getter = first(this.#getters);
-    if (getter !== undefined) return this.#getters.delete(getter), this.#hand(getter, item);
+    if (getter !== undefined) {
+      this.#getters.delete(getter);
+      return this.#hand(getter, item);
+    }
     if (!front) this.#items.push(item);
     else if (this.#head > 0) this.#items[--this.#head] = item;
     else this.#items.unshift(item);
@@ -1304,7 +1320,10 @@ export class Queue<T> {
   #shift(): T {
     const item = this.#items[this.#head]!;
     this.#items[this.#head++] = undefined as T; // (so that the array holds nothing it gave away)
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) (this.#items = this.#items.slice(this.#head)), (this.#head = 0);
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
     return item;
   }
 
@@ -1430,7 +1449,8 @@ function answer(message) {
     const { name, message: text, stack } = message.error ?? { ...describe(e), message: "The thread's result cannot be sent back (structured clone refused it): " + e.message };
     port.postMessage({ error: { name, message: text, stack } });
   }
-  Atomics.add(wake, 0, 1), Atomics.notify(wake, 0);
+  Atomics.add(wake, 0, 1);
+  Atomics.notify(wake, 0);
 }
 // Node does not run \`--import\` modules in a worker made from source text. For a fn that calls import(), we load
 // them first, once (it costs time: tsx's loader registers its hooks on the main thread only, and here we ask its API
