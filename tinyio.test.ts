@@ -2270,6 +2270,19 @@ function peakHolders(semaphore: tinyio.Semaphore, pauses: number): number {
   return peak;
 }
 
+// Counts how many coroutines hold something at once: each `hold()` holds
+// for `ms`, and `peak()` gives the most that held at once.
+function holding(ms: number): { hold: () => Coro<void>; peak: () => number } {
+  let holders = 0;
+  let peak = 0;
+  function* hold(): Coro<void> {
+    peak = Math.max(peak, ++holders);
+    yield tinyio.sleep(ms);
+    holders--;
+  }
+  return { hold, peak: () => peak };
+}
+
 describe("Synchronisation", () => {
   it("reports the Event's flag with isSet(): false, true after set(), false after clear()", () => {
     const event = new tinyio.Event();
@@ -2837,13 +2850,7 @@ describe("Synchronisation", () => {
     // yields the same acquire again: it must not get the permit that went
     // back (another coroutine takes that one meanwhile).
     const lock = new tinyio.Lock();
-    let holders = 0;
-    let peak = 0;
-    function* hold(): Coro<void> {
-      peak = Math.max(peak, ++holders);
-      yield tinyio.sleep(20);
-      holders--;
-    }
+    const { hold, peak } = holding(20);
     function* stubborn(): Coro<void> {
       const acquire = lock.acquire();
       let permit: tinyio.Release;
@@ -2862,7 +2869,7 @@ describe("Synchronisation", () => {
       permit.release();
     }
     run(tinyio.all([tinyio.timeout(stubborn(), 0), other()]));
-    assert.equal(peak, 1, "two coroutines held the Lock at once");
+    assert.equal(peak(), 1, "two coroutines held the Lock at once");
   });
 
   it("lets at most `value` coroutines hold a Semaphore at once, even when an acquire that its waiter left while it queued (timed out) is yielded again", () => {
@@ -2870,14 +2877,8 @@ describe("Synchronisation", () => {
     // its TimeoutError and yields the same acquire again: it must wait for a
     // permit, not go on at once with none (`undefined`) while the holder holds.
     const lock = new tinyio.Lock();
-    let holders = 0;
-    let peak = 0;
+    const { hold, peak } = holding(30);
     const permits: unknown[] = [];
-    function* hold(): Coro<void> {
-      peak = Math.max(peak, ++holders);
-      yield tinyio.sleep(30);
-      holders--;
-    }
     function* holder(): Coro<void> {
       using _ = yield lock.acquire();
       yield* hold();
@@ -2895,7 +2896,7 @@ describe("Synchronisation", () => {
       permit?.release();
     }
     run(tinyio.all([holder(), tinyio.timeout(stubborn(), 5)]));
-    assert.equal(peak, 1, "two coroutines held the Lock at once");
+    assert.equal(peak(), 1, "two coroutines held the Lock at once");
     assert.ok(permits.every((permit) => typeof (permit as tinyio.Release)?.release === "function"), `the acquire resumed with ${String(permits[0])}, not a Release`);
   });
 
@@ -2905,14 +2906,8 @@ describe("Synchronisation", () => {
     // permit, and is timed out before it resumes: its view was not taken.
     // That must not give back the permit that t1 is about to take.
     const lock = new tinyio.Lock();
-    let holders = 0;
-    let peak = 0;
+    const { hold, peak } = holding(20);
     const log: string[] = [];
-    function* hold(): Coro<void> {
-      peak = Math.max(peak, ++holders);
-      yield tinyio.sleep(20);
-      holders--;
-    }
     const acquire = lock.acquire();
     function* t1(): Coro<void> {
       const [permit]: [tinyio.Release, void] = yield [acquire, tinyio.sleep(10)];
@@ -2946,7 +2941,7 @@ describe("Synchronisation", () => {
     }
     run(main());
     assert.deepEqual(log, ["t2 refused: true"]);
-    assert.equal(peak, 1, "two coroutines held the Lock at once");
+    assert.equal(peak(), 1, "two coroutines held the Lock at once");
   });
 
   describe("Queue", () => {
