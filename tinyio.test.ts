@@ -3806,15 +3806,20 @@ describe("Threads (worker_threads)", () => {
     }
   });
 
+  // Runs `program` given on the command line, with Node's `flags`, on the
+  // runtime the specs run on. (Bun takes the same flags; Deno has none of
+  // them: there the program runs with `deno eval`, an ES module already.)
+  function evalProgram(program: string, flags: string[], env: NodeJS.ProcessEnv = process.env) {
+    const args = runtime === "deno" ? ["eval", program] : [...flags.filter((f) => runtime === "node" || f === "--input-type=module"), ...(runtime === "node" ? ["--import", "tsx"] : []), "--eval", program];
+    return spawnSync(process.execPath, args, { cwd: here, encoding: "utf8", timeout: 15_000, env });
+  }
+
   it("runs thread calls from a program run with `node --input-type=module --eval`, whose flag workers do not take", () => {
     // Workers take the flags node runs with; `--input-type=module` would make
     // the worker's own script an ES module, and every worker die at start.
     const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
       console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
-    // (Bun takes the same flags; Deno has no `--input-type`: a program given
-    // on its command line runs with `deno eval`, an ES module already.)
-    const args = runtime === "deno" ? ["eval", program] : [...(runtime === "node" ? ["--import", "tsx"] : []), "--input-type=module", "--eval", program];
-    const child = spawnSync(process.execPath, args, { cwd: here, encoding: "utf8", timeout: 15_000 });
+    const child = evalProgram(program, ["--input-type=module"]);
     assert.equal(child.signal, null, `killed: a hang\n${child.stderr}`);
     assert.equal(child.stdout.trim(), "42", child.stderr);
   });
@@ -3825,7 +3830,7 @@ describe("Threads (worker_threads)", () => {
     const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
       console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
     for (const flag of ["--max-old-space-size=512", "--stack-size=2000"]) {
-      const child = spawnSync(process.execPath, [flag, "--import", "tsx", "--input-type=module", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000 });
+      const child = evalProgram(program, [flag, "--input-type=module"]);
       assert.equal(child.signal, null, `${flag}: killed: a hang\n${child.stderr}`);
       assert.equal(child.stdout.trim(), "42", `${flag}: ${child.stderr.slice(0, 400)}`);
     }
@@ -3838,7 +3843,7 @@ describe("Threads (worker_threads)", () => {
     const program = `import * as tinyio from ${JSON.stringify(pathToFileURL(tinyioPath).href)};
       console.log(new tinyio.Loop().run(tinyio.runInThread((x) => x + 1, 41)));`;
     const env = { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ""} --input-type=module`.trim() };
-    const child = spawnSync(process.execPath, ["--import", "tsx", "--eval", program], { cwd: here, encoding: "utf8", timeout: 15_000, env });
+    const child = evalProgram(program, [], env);
     assert.equal(child.signal, null, `killed after 15 s: a hang\n${child.stderr.slice(0, 400)}`);
     assert.equal(child.stdout.trim(), "42", child.stderr.slice(0, 400));
   });

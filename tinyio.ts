@@ -632,7 +632,7 @@ export class Loop {
   }
 
   // How long the driver may sleep: until the soonest timer that still
-  // matters (waits that fired early are thrown away on the way). Like
+  // matters (timers of waits that ended early are thrown away). Like
   // libuv, we sleep in whole milliseconds, so that timers due within the
   // same millisecond fire in one wake-up rather than one wake-up each.
   #sleepTime(): number {
