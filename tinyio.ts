@@ -155,13 +155,19 @@ const RUNNING = 1;
 const RETURNED = 2;
 const FAILED = 3;
 
+// Things wait on one item or on several, and have one waiter or several.
+// One is kept bare, and several in an array, since most have one: an array
+// for each would cost a coroutine a third more memory. This reads either as
+// a list.
+const itemsOf = <T>(items: T | T[] | null | undefined): T[] => (items == null ? [] : Array.isArray(items) ? items : [items]);
+
 class Awaitable {
   state: number = NEW;
   result: unknown = undefined;
   // Whether a timeout interrupted it (see `timeout`).
   interrupted = false;
-  // The tasks (or a timeout's waits) that wait on it; made on first use.
-  waiters: (Task | Wait)[] | null = null;
+  // The tasks (or a timeout's waits) that wait on it: one, or an array.
+  waiters: Awaitable | Awaitable[] | null = null;
 
   // Done: keep the outcome, then count down everyone who waited.
   settle(result: unknown, failed: boolean): void {
@@ -169,8 +175,27 @@ class Awaitable {
     this.result = result;
     const { waiters } = this;
     this.waiters = null;
-    if (waiters !== null) for (const waiter of waiters) waiter.countDown();
+    if (waiters instanceof Awaitable) waiters.countDown();
+    else if (waiters !== null) for (const waiter of waiters) waiter.countDown();
   }
+
+  addWaiter(waiter: Awaitable): void {
+    const { waiters } = this;
+    if (waiters === null) this.waiters = waiter;
+    else if (waiters instanceof Awaitable) this.waiters = [waiters, waiter];
+    else waiters.push(waiter);
+  }
+
+  // `waiter` waits on it no more; returns how many still do.
+  dropWaiter(waiter: Awaitable): number {
+    const left = itemsOf(this.waiters).filter((other) => other !== waiter);
+    this.waiters = left.length > 1 ? left : (left[0] ?? null);
+    return left.length;
+  }
+
+  // What a waiter does when something it waits on has finished (see `Task`
+  // and `Wait`).
+  countDown(): void {}
 }
 
 // Every coroutine the loop meets gets one `Task`, its record from start to
@@ -194,7 +219,7 @@ class Task extends Awaitable {
   stepped = false;
   constructor(coro: Coro, loop: Loop) { super(); this.coro = coro; this.loop = loop; }
 
-  countDown(): void { if (--this.count === 0) this.loop.wake(this); }
+  override countDown(): void { if (--this.count === 0) this.loop.wake(this); }
 }
 
 // A coroutine's record lives on the coroutine itself, under a symbol of
@@ -236,8 +261,6 @@ const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(recordOf(c
 // `instanceof`, for values that users hand us: a proxy's trap may throw.
 function isA(value: unknown, type: Function): boolean { try { return value instanceof type; } catch { return false; } }
 
-// Most places take "what a task waits on" as a list.
-const itemsOf = <T>(items: T | T[] | undefined): T[] => (items === undefined ? [] : Array.isArray(items) ? items : [items]);
 
 // A `Wait` comes from a `Source` (an `Event`, a `Semaphore`, a `Queue`, a
 // worker thread), which fires it, maybe with a value: a permit, for a
@@ -310,7 +333,7 @@ class Wait extends Awaitable {
   // Its source fires it.
   fire(value?: unknown): void {
     if (this.state !== RUNNING) return;
-    this.claims = this.waiters?.length ?? 0;
+    this.claims = itemsOf(this.waiters).length;
     this.settle(value, false);
     if (this.claims === 0) this.leave(false); // (nobody waits: it goes straight back)
   }
@@ -365,7 +388,7 @@ class Wait extends Awaitable {
   }
 
   // (Only a timeout's own wait waits on something: see `Within`.)
-  countDown(): void { if (this.source instanceof Within) this.source.ready(this); }
+  override countDown(): void { if (this.source instanceof Within) this.source.ready(this); }
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
   // a coroutine can (`yield*`, `loop.run`): while it has not finished, its
@@ -762,8 +785,7 @@ export class Loop {
         task.count--; // finished: its outcome is stored
         continue;
       }
-      if (item.waiters === null) item.waiters = [task]; // (sized for one: most have one waiter)
-      else item.waiters.push(task);
+      item.addWaiter(task);
       // New: start it (a wait asks its source, which may fire it at once).
       if (item.state === NEW) item instanceof Task ? this.begin(item) : item.register(this);
     }
@@ -815,9 +837,8 @@ export class Loop {
     const timeouts = itemsOf(task.waitingOn).filter((item) => item instanceof Wait && item.source instanceof Within && item.state === RUNNING);
     for (const item of itemsOf(task.waitingOn)) {
       if (timeouts.includes(item)) continue;
-      if (item.state === RUNNING) item.waiters = item.waiters!.filter((waiter) => waiter !== task);
       if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
-      else if (item instanceof Wait && item.waiters!.length === 0) item.reset();
+      else if (item.state === RUNNING && item.dropWaiter(task) === 0 && item instanceof Wait) item.reset();
     }
     task.waitingOn = timeouts.length > 0 ? timeouts : undefined;
     if (task.count === 0) return; // (queued already)
@@ -905,7 +926,7 @@ function closesCycle(task: Task, dep: Task): boolean {
   const above = new Set<Awaitable>([task]);
   for (const waiting of above) {
     if (waiting === dep) return true;
-    for (const waiter of waiting.waiters ?? []) above.add(waiter);
+    for (const waiter of itemsOf(waiting.waiters)) above.add(waiter);
   }
   return false;
 }
@@ -1043,8 +1064,7 @@ class Within implements Source {
     const loop = view.loop!;
     const inner = this.inner!; // (found when the view was read: see `#read`)
     if (inner.state > RUNNING) return this.ready(view);
-    if (inner.waiters === null) inner.waiters = [view];
-    else inner.waiters.push(view);
+    inner.addWaiter(view);
     if (inner.state === NEW) inner instanceof Task ? loop.begin(inner) : inner.register(loop);
   }
 
@@ -1064,9 +1084,8 @@ class Within implements Source {
   drop(view: Wait): void {
     const inner = this.inner;
     if (view.state === RETURNED) return inner instanceof Wait ? inner.leave(false) : undefined;
-    if (inner === null || !inner.waiters?.includes(view)) return;
-    inner.waiters = inner.waiters.filter((waiter) => waiter !== view);
-    if (inner instanceof Wait && inner.waiters.length === 0) inner.reset();
+    if (inner === null || !itemsOf(inner.waiters).includes(view)) return;
+    if (inner.dropWaiter(view) === 0 && inner instanceof Wait) inner.reset();
   }
 }
 
