@@ -1707,7 +1707,7 @@ function quick(program: Program, ms: number): boolean {
 }
 
 function assertLoopIsEmpty(loop: tinyio.Loop, after: string): void {
-  assert.equal(loop.live.size, 0, `tasks left after ${after}`);
+  assert.equal(loop.live, 0, `tasks left after ${after}`);
   assert.equal(loop.queue.length, 0, `queue not empty after ${after}`);
   assert.equal(loop.timers.length, 0, `timers left after ${after}`);
   assert.equal(loop.crash, null, `crash record left after ${after}`);

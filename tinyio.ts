@@ -217,6 +217,9 @@ class Task extends Awaitable {
   // whether it has.
   deferred: TimeoutError | null = null;
   stepped = false;
+  // Its neighbours in its loop's list of live tasks (see `Loop`).
+  older: Task | null = null;
+  newer: Task | null = null;
   constructor(coro: Coro, loop: Loop) { super(); this.coro = coro; this.loop = loop; }
 
   override countDown(): void { if (--this.count === 0) this.loop.wake(this); }
@@ -512,8 +515,13 @@ export class Event {
 // --------
 //
 // The loop's state is three pieces: `queue`, the tasks ready to run, in
-// order; `live`, every task started on it and not yet finished; and
-// `timers`, the heap above. Everything else is on the task records.
+// order; the live tasks, every task started on it and not yet finished;
+// and `timers`, the heap above. Everything else is on the task records.
+// The live tasks are a list linked through the tasks themselves (`older`,
+// `newer`), oldest first: starting or finishing one is a few pointer
+// writes, where a `Set` of 100,000 tasks took half of the time it takes to
+// wake and finish them all. The loop walks the list only when it crashes,
+// and when it closes what it abandons.
 
 // The loop whose coroutines are being stepped right now (`timeout`,
 // `isolate` and `fromPromise` need it), and the wake word's value when
@@ -540,7 +548,10 @@ const SLICE_MS = 5;
  */
 export class Loop {
   /** @internal */ queue: Task[] = [];
-  /** @internal */ live: Set<Task> = new Set();
+  /** @internal How many tasks are live; the oldest and the newest of them. */
+  live = 0;
+  /** @internal */ oldest: Task | null = null;
+  /** @internal */ newest: Task | null = null;
   /** @internal */ timers: Timer[] = [];
   /** @internal The error that crashed the run, then the errors raised while cancelling. */
   crash: { error: unknown; errors: unknown[] } | null = null;
@@ -600,7 +611,7 @@ export class Loop {
     try {
       let sliceStart = performance.now();
       let budget = 1;
-      while (this.live.size > 0) {
+      while (this.live > 0) {
         current = this;
         this.#collectWakeUps();
         // Run the queue in order. Tasks woken meanwhile join a fresh queue, so
@@ -619,7 +630,7 @@ export class Loop {
         }
         if (i < batch.length) this.queue = batch.slice(i).concat(this.queue);
         current = outer;
-        if (this.live.size === 0) break;
+        if (this.live === 0) break;
         const ms = this.queue.length > 0 ? 0 : this.#sleepTime();
         if (ms === 0 && !breathe) continue;
         try { yield ms; } catch (error) { this.#crash(error); } // (trouble reported by the driver)
@@ -630,7 +641,7 @@ export class Loop {
       current = outer;
       // Closed early by its driver (`isolate`'s own coroutine was closed):
       // close every coroutine we would otherwise abandon.
-      for (const task of this.live) {
+      for (let task = this.oldest; task !== null; task = this.oldest) {
         this.#close(task);
         this.#finish(task, new CancelledError("Closed, with the loop that ran it."), true);
       }
@@ -690,7 +701,11 @@ export class Loop {
   begin(task: Task): Task {
     task.state = RUNNING;
     task.loop = this;
-    this.live.add(task);
+    task.older = this.newest;
+    if (this.newest === null) this.oldest = task;
+    else this.newest.newer = task;
+    this.newest = task;
+    this.live++;
     this.queue.push(task);
     return task;
   }
@@ -851,7 +866,14 @@ export class Loop {
   // loop, unless it is a timeout (the task's outcome, for its waiters to
   // receive). Either way, everyone waiting on it is counted down.
   #finish(task: Task, result: unknown, failed: boolean): void {
-    this.live.delete(task);
+    if (task.state !== RUNNING) return; // (never twice)
+    const { older, newer } = task; // (it leaves the list of live tasks)
+    if (older === null) this.oldest = newer;
+    else older.newer = newer;
+    if (newer === null) this.newest = older;
+    else newer.older = older;
+    task.older = task.newer = null;
+    this.live--;
     if (failed && !(task.interrupted && isA(result, TimeoutError))) this.#crash(result);
     task.settle(result, failed);
   }
@@ -893,7 +915,7 @@ export class Loop {
   #crash(error: unknown): void {
     if (this.crash !== null) return void this.crash.errors.push(error);
     this.crash = { error, errors: [] };
-    for (const task of this.live) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) cancelWait(item);
+    for (let task = this.oldest; task !== null; task = task.newer) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) cancelWait(item);
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a

@@ -47,7 +47,7 @@ function check(ok: boolean, what: string): void {
 }
 
 function checkEmpty(loop: tinyio.Loop, after: string): void {
-  check(loop.live.size === 0 && loop.queue.length === 0 && loop.timers.length === 0 && loop.crash === null, `the loop's bookkeeping is not empty after ${after}`);
+  check(loop.live === 0 && loop.queue.length === 0 && loop.timers.length === 0 && loop.crash === null, `the loop's bookkeeping is not empty after ${after}`);
 }
 
 async function phase(name: string, fn: () => Promise<string> | string): Promise<void> {
