@@ -210,8 +210,6 @@ class Task extends Awaitable {
   count = 0;
   // An error to throw in when it next runs, unless NONE.
   error: unknown = NONE;
-  // The CancelledError it was given, once the loop cancelled it.
-  cancelled: CancelledError | null = null;
   // A timeout that came before its first step, to apply once it has taken
   // it (a coroutine always gets that one, as in the Python original), and
   // whether it has.
@@ -303,10 +301,6 @@ class Wait extends Awaitable {
   deadline: number;
   timer: Timer | null = null;
   loop: Loop | null = null;
-  // A shielded wait is not cut short by a crash or a timeout: it is how a
-  // thread call gives its thread the grace period, and how `isolate` waits
-  // for its nested loop to finish cancelling.
-  shield = false;
   // How many waiters have yet to resume since it fired, and whether one of
   // them took its value; and whether its source holds it.
   claims = 0;
@@ -409,8 +403,11 @@ class Wait extends Awaitable {
 // A wait on `source`, typed as the coroutine it stands for.
 const waitOn = <T = void>(source: Source, ms: number): Coro<T> => new Wait(source, ms) as unknown as Coro<T>;
 
-// Marks a wait as one that a crash or a timeout does not cut short.
-function shielded(wait: Coro<void>): Coro<void> { (wait as unknown as Wait).shield = true; return wait; }
+// A shielded wait is one that a crash or a timeout does not cut short: it
+// is how a thread call gives its thread the grace period, and how `isolate`
+// waits for its nested loop to finish cancelling.
+class Shielded extends Wait {}
+const shielded = (source: Source, ms: number): Coro<void> => new Shielded(source, ms) as unknown as Coro<void>;
 
 // A sleep is a wait that nothing fires, so that only its deadline ends it.
 const never: Source = { add() {}, drop() {} };
@@ -553,8 +550,8 @@ export class Loop {
   /** @internal */ oldest: Task | null = null;
   /** @internal */ newest: Task | null = null;
   /** @internal */ timers: Timer[] = [];
-  /** @internal The error that crashed the run, then the errors raised while cancelling. */
-  crash: { error: unknown; errors: unknown[] } | null = null;
+  /** @internal The error that crashed the run, then the errors raised while cancelling, and the CancelledError each task was given. */
+  crash: { error: unknown; errors: unknown[]; cancelled: Map<Task, CancelledError> } | null = null;
   /** @internal The wake word's value when the loop last looked for work. */
   seen = 0;
   /** @internal Whether the thread blocks while we wait (the synchronous `run`). */
@@ -718,20 +715,21 @@ export class Loop {
   // `#schedule`. Whatever fails there is that coroutine's error; the loop's
   // own state never sees a half-done step.
   #step(task: Task): void {
-    let done: unknown, value: unknown, swallowed: boolean;
+    let done: unknown, value: unknown, cancelled: CancelledError | undefined, swallowed: boolean;
     try {
       const out = this.#resume(task);
       if (typeof out !== "object" || out === null) throw new TypeError(`A tinyio coroutine's next() or throw() returned ${describe(out)}, not an iterator result ({ value, done }). Is it a real generator?`);
       ({ done, value } = out);
       // Once cancelled, a task may only finish, or wait on a shielded wait.
-      swallowed = task.cancelled !== null && (Boolean(done) || !(value instanceof Wait && value.shield));
+      cancelled = this.crash?.cancelled.get(task);
+      swallowed = cancelled !== undefined && (Boolean(done) || !(value instanceof Shielded));
     } catch (error) {
       return this.#finish(task, error, true);
     }
     if (swallowed) {
       const closed = done ? "" : this.#close(task) ? ", and has closed it with return() so that its remaining finally blocks ran" : ", and could not close it: it yielded again each time return() was called";
       process.emitWarning(`A tinyio coroutine was cancelled, and ${done ? "returned" : "yielded"} ${describe(value)} instead of letting its CancelledError propagate. A cancelled coroutine may clean up, but not wait again; the loop does not resume it${closed}.`, "TinyioWarning");
-      this.#finish(task, task.cancelled, true);
+      this.#finish(task, cancelled, true);
     } else if (done) this.#finish(task, value, false);
     else this.#schedule(task, value);
     if (task.deferred !== null) this.timeOut(task, task.deferred);
@@ -744,8 +742,11 @@ export class Loop {
     let { error } = task;
     let value: unknown;
     task.error = NONE;
-    if (this.crash !== null && task.cancelled === null) error = task.cancelled = new CancelledError("Cancelled, because another coroutine of the loop failed.");
-    else if (error === NONE && waitingOn !== undefined) {
+    if (this.crash !== null && !this.crash.cancelled.has(task)) {
+      const cancelled = new CancelledError("Cancelled, because another coroutine of the loop failed.");
+      this.crash.cancelled.set(task, cancelled);
+      error = cancelled;
+    } else if (error === NONE && waitingOn !== undefined) {
       try {
         value = Array.isArray(waitingOn) ? waitingOn.map(valueOf) : valueOf(waitingOn);
       } catch (failure) {
@@ -845,7 +846,7 @@ export class Loop {
     if (task.state !== RUNNING || task.deferred !== null) return;
     task.interrupted = true;
     task.error = error;
-    if (task.waitingOn instanceof Wait && task.waitingOn.shield) return;
+    if (task.waitingOn instanceof Shielded) return;
     // It leaves what it waits on (a wait left with nobody waiting ends); but
     // a timeout it waits on is interrupted instead, and waited for: it ends
     // once what it bounds has, so nested timeouts each keep their bound.
@@ -914,8 +915,8 @@ export class Loop {
   // has cleaned up: in particular, after any thread it waits on has stopped.
   #crash(error: unknown): void {
     if (this.crash !== null) return void this.crash.errors.push(error);
-    this.crash = { error, errors: [] };
-    for (let task = this.oldest; task !== null; task = task.newer) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !item.shield) cancelWait(item);
+    this.crash = { error, errors: [], cancelled: new Map() };
+    for (let task = this.oldest; task !== null; task = task.newer) for (const item of itemsOf(task.waitingOn)) if (item instanceof Wait && !(item instanceof Shielded)) cancelWait(item);
   }
 
   // What `run` gives back. Why a lone error by default, rather than always a
@@ -1700,7 +1701,7 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
     let error = reason;
     function* grace(): Coro<void> {
       try {
-        yield shielded(waitOn(thread, CANCEL_GRACE_MS));
+        yield shielded(thread, CANCEL_GRACE_MS);
       } catch (again) {
         error = again;
       }
@@ -1911,9 +1912,8 @@ function* isolateCoro<R>(inner: Loop, runtime: Generator<number, R, void>): Coro
       if (step.done && interruption !== NONE) throw interruption;
       if (step.done) return [step.value, true];
       inner.parked = new Event();
-      const wait = inner.parked.wait(step.value);
       try {
-        yield interruption === NONE ? wait : shielded(wait);
+        yield (interruption === NONE ? waitOn : shielded)(inner.parked, step.value);
       } catch (error) {
         passOn = interruption === NONE;
         if (passOn) interruption = error;
