@@ -243,7 +243,13 @@ function taskOf(coro: Coro): Task | undefined {
 // A coroutine's record, made (in state NEW) if it has none yet.
 function recordFor(coro: Coro, loop: Loop): Task {
   let task = taskOf(coro);
-  if (task === undefined && !Reflect.set(coro, RECORD, (task = new Task(coro, loop)))) refused.set(coro, task);
+  if (task !== undefined) return task;
+  task = new Task(coro, loop);
+  try {
+    (coro as { [RECORD]?: Task })[RECORD] = task;
+  } catch {
+    refused.set(coro, task); // (a module is strict code, where a refused assignment throws)
+  }
   return task;
 }
 
