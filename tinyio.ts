@@ -1193,18 +1193,31 @@ export class Semaphore {
     else this.#line.delete(wait);
   }
 
-  #permit(): Release {
-    let released = false;
-    const release = () => { if (released) throw new Error("This semaphore permit was released already; release each permit once."); released = true; this.#release(); };
-    return { release, [Symbol.dispose]: () => released || release() };
-  }
+  #permit(): Release { return new Permit(this); }
 
-  #release(): void {
+  /** @internal A permit came back: it goes to the next in line. */
+  giveBack(): void {
     const next = first(this.#line);
     if (next === undefined) return void this.#free++;
     this.#line.delete(next);
     next.fire(this.#permit());
   }
+}
+
+// A permit knows its semaphore until it is given back. (`release` is an
+// arrow, so that it works detached too, as in `finally(permit.release)`.)
+class Permit implements Release {
+  #semaphore: Semaphore | null;
+  constructor(semaphore: Semaphore) { this.#semaphore = semaphore; }
+
+  release = (): void => {
+    if (this.#semaphore === null) throw new Error("This semaphore permit was released already; release each permit once.");
+    const semaphore = this.#semaphore;
+    this.#semaphore = null;
+    semaphore.giveBack();
+  };
+
+  [Symbol.dispose](): void { if (this.#semaphore !== null) this.release(); }
 }
 
 /**
@@ -1727,7 +1740,10 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
     busy.delete(thread);
     if (busy.size === 0) supervisor!.worker.unref();
     if (thread.dead || thread.answer === undefined || !("value" in thread.answer)) retire(thread);
-    else idle.push(Object.assign(thread, { idleSince: performance.now() }));
+    else {
+      thread.idleSince = performance.now();
+      idle.push(thread);
+    }
   }
 }
 
