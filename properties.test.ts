@@ -1367,7 +1367,10 @@ const threadCallArb = fc.record({
     { weight: 2, arbitrary: fc.constant("poisonExit" as const) },
     { weight: 1, arbitrary: fc.constant("vanish" as const) },
     { weight: 1, arbitrary: fc.constant("poisonVanish" as const) },
-    { weight: 1, arbitrary: fc.constant("hang" as const) },
+    // (Deno's terminate() does not stop a worker spinning in synchronous
+    // code: it spins on until the process ends. So on Deno no generated call
+    // hangs synchronously; `hangAsync` still hangs there.)
+    ...(process.versions.deno === undefined ? [{ weight: 1, arbitrary: fc.constant("hang" as const) }] : []),
     { weight: 1, arbitrary: fc.constant("hangAsync" as const) },
     { weight: 2, arbitrary: fc.constant("signal" as const) },
     { weight: 1, arbitrary: fc.constant("signalLong" as const) },

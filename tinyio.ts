@@ -132,6 +132,11 @@ const wake = new Int32Array(new SharedArrayBuffer(4));
 
 function notify(): void { Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }
 
+// The worker threads with a call out (see Threads), whose answers will wake
+// us. While there are none, and no timer is set, a loop that has nothing to
+// run cannot be woken by anything: it is deadlocked.
+const busy = new Set<Thread>();
+
 // Things that finish: tasks and waits
 // -----------------------------------
 //
@@ -526,6 +531,8 @@ export class Event {
 // wake and finish them all. The loop walks the list only when it crashes,
 // and when it closes what it abandons.
 
+const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
+
 // The loop whose coroutines are being stepped right now (`timeout`,
 // `isolate` and `fromPromise` need it), and the wake word's value when
 // threads were last polled.
@@ -578,6 +585,9 @@ export class Loop {
    * @param options see {@link RunOptions}.
    */
   run<R>(coro: Coro<R>, options?: RunOptions | null): R {
+    // The stepping core (`#runtime`, below) runs coroutines while any can
+    // run, and then yields how long we may sleep: we sleep in `Atomics.wait`
+    // until then, or until the wake word moves.
     const runtime = this.start(coro, options, true, "Loop.run");
     for (let step = runtime.next(); ; ) {
       if (step.done) return step.value;
@@ -969,7 +979,6 @@ function cancelWait(wait: Wait): void {
 }
 
 const TAKEN = "A tinyio coroutine yielded a wait that carries a value (an acquire(), a queue's get() or put(), or a timeout of one) while another coroutine waits on it, or after it gave its value. One coroutine at a time may wait on it: call acquire(), get() or put() again for another.";
-const DEADLOCK = "Deadlock: every coroutine is waiting, and no timer or thread can wake any of them (are they waiting on an Event that nothing will set?). All coroutines have been cancelled.";
 const ELSEWHERE = "This coroutine is running on another tinyio loop right now, and a coroutine belongs to one loop while it runs. To hand its result to an isolated loop, wrap it: yield tinyio.copy(coro).";
 
 // The error for a yield the loop cannot wait on, naming the item that is
@@ -1554,8 +1563,23 @@ process.on("exit", (code) => running && answer({ exit: code, error: fatal && des
 // any reason, its end closes, and the supervisor reports the worker's id
 // and notifies the wake word. (Calls still go straight to each worker, and
 // workers start as fast as ever: the supervisor only listens.)
-const SUPERVISOR_SOURCE = `const { workerData: { wake, deaths }, parentPort } = (typeof require === "function" ? require : process.getBuiltinModule)("node:worker_threads");
-parentPort.on("message", ({ id, lifeline }) => lifeline.on("close", () => { deaths.postMessage(id); Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); }));`;
+//
+// Deno closes no channel when a worker dies. There the supervisor starts
+// the workers itself (so that it hears their `exit` event) and stops them
+// when asked; a first call then waits for two threads to start, not one.
+// It gives them a heap limit, the one it has: without one, a worker that
+// runs out of memory aborts the whole process on Deno.
+const SUPERVISOR_SOURCE = `const load = typeof require === "function" ? require : process.getBuiltinModule;
+const { Worker, workerData: { wake, deaths }, parentPort } = load("node:worker_threads");
+const report = (id) => { deaths.postMessage(id); Atomics.add(wake, 0, 1); Atomics.notify(wake, 0); };
+const workers = new Map();
+parentPort.on("message", ({ id, lifeline, start, stop }) => {
+  if (lifeline) return lifeline.on("close", () => report(id));
+  if (stop) return void workers.get(id)?.terminate();
+  const resourceLimits = { maxOldGenerationSizeMb: Math.floor(load("node:v8").getHeapStatistics().heap_size_limit / 2 ** 20) };
+  workers.set(id, new Worker(start.source, { ...start.options, resourceLimits }).on("error", () => {}).on("exit", () => (workers.delete(id), report(id))));
+});`;
+const SPAWN_IN_SUPERVISOR = "Deno" in globalThis;
 
 /**
  * How long a thread has, once cancelled, to settle before its worker is
@@ -1572,7 +1596,6 @@ export type ThreadContext = {
 
 type Answer = { value?: unknown; error?: { name: string; message: string; stack: string; cause?: unknown; props?: object }; cancelled?: true; exit?: number; died?: true; retry?: true };
 const threads = new Map<number, Thread>(); // every worker not yet reported dead, by id
-const busy = new Set<Thread>(); // those with a call posted, and no answer read yet
 let supervisor: { worker: Worker; deaths: MessagePort } | undefined;
 let lastId = 0;
 
@@ -1581,7 +1604,7 @@ let lastId = 0;
 // `pollThreads` reads the answer, and fires the wait with it.
 class Thread implements Source {
   id = ++lastId;
-  worker: Worker;
+  worker: Worker | null = null; // (null where the supervisor started it)
   port: MessagePort;
   picked = new Int32Array(new SharedArrayBuffer(4));
   seq = 0;
@@ -1596,12 +1619,25 @@ class Thread implements Source {
       supervisor.worker.unref();
     }
     const { port1, port2 } = new MessageChannel();
-    const lifeline = new MessageChannel();
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { wake, port: port2, picked: this.picked, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
-    this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
+    const workerData = { wake, port: port2, picked: this.picked };
     this.port = port1;
-    supervisor.worker.postMessage({ id: this.id, lifeline: lifeline.port1 }, [lifeline.port1]);
     threads.set(this.id, this);
+    if (SPAWN_IN_SUPERVISOR) {
+      const options = { eval: true, workerData, transferList: [port2] };
+      supervisor.worker.postMessage({ id: this.id, start: { source: WORKER_SOURCE, options } }, [port2]);
+    } else {
+      const lifeline = new MessageChannel();
+      this.worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { ...workerData, lifeline: lifeline.port2 }, transferList: [port2, lifeline.port2] });
+      this.worker.on("error", () => {}).unref(); // (its death reaches us through the lifeline)
+      supervisor.worker.postMessage({ id: this.id, lifeline: lifeline.port1 }, [lifeline.port1]);
+    }
+  }
+
+  // Stops its worker; the supervisor then reports it dead.
+  stop(): void {
+    this.dead = true;
+    if (this.worker === null) supervisor!.worker.postMessage({ id: this.id, stop: true });
+    else void this.worker.terminate();
   }
 
   add(wait: Wait): void { this.answer === undefined ? (this.wait = wait) : wait.fire(this.answer); }
@@ -1684,13 +1720,12 @@ export class ThreadPool {
   // Workers idle for over IDLE_MS are retired as calls come, dead ones are
   // dropped, and the one idle for the shortest time is reused.
   #take(): Thread {
-    while (this.#idle.length > 0 && performance.now() - this.#idle[0]!.idleSince > IDLE_MS) retire(this.#idle.shift()!);
+    while (this.#idle.length > 0 && performance.now() - this.#idle[0]!.idleSince > IDLE_MS) this.#idle.shift()!.stop();
     for (let thread; (thread = this.#idle.pop()) !== undefined; ) if (!thread.dead) return thread;
     return new Thread();
   }
 }
 
-function retire(thread: Thread): void { thread.dead = true; void thread.worker.terminate(); }
 
 // One call on one worker: post it, and wait for its answer. Then the worker
 // goes back to `idle` if it answered normally, and is retired otherwise.
@@ -1729,7 +1764,7 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
       thread.port.postMessage({ abort: true });
       yield* grace();
       if (thread.answer === undefined) {
-        retire(thread);
+        thread.stop();
         yield* grace();
       }
       const answer = thread.answer as Answer | undefined; // (set meanwhile, by `pollThreads`)
@@ -1739,7 +1774,7 @@ function* call(thread: Thread, source: string, args: unknown[], idle: Thread[]):
   } finally {
     busy.delete(thread);
     if (busy.size === 0) supervisor!.worker.unref();
-    if (thread.dead || thread.answer === undefined || !("value" in thread.answer)) retire(thread);
+    if (thread.dead || thread.answer === undefined || !("value" in thread.answer)) thread.stop();
     else {
       thread.idleSince = performance.now();
       idle.push(thread);
