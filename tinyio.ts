@@ -315,7 +315,7 @@ class Wait extends Awaitable {
   // How many waiters have yet to resume since it fired, and whether one of
   // them took its value; and whether its source holds it.
   claims = 0;
-  taken = false;
+  took = false;
   held = false;
   constructor(source: Source, ms: number) {
     super();
@@ -349,9 +349,9 @@ class Wait extends Awaitable {
   // A waiter resumes, with the value or with an error instead. Once none
   // is left to, a value that nobody took goes back, and the wait is as new.
   leave(took: boolean): void {
-    this.taken ||= took;
+    this.took ||= took;
     if (--this.claims > 0) return;
-    if (this.taken) this.source.taken?.(this);
+    if (this.took) this.source.taken?.(this);
     else if (this.source.exclusive) this.reset();
   }
 
@@ -371,32 +371,23 @@ class Wait extends Awaitable {
     this.state = NEW;
     this.result = undefined;
     this.waiters = null;
-    this.taken = false;
+    this.took = false;
   }
 
   // Its deadline passed, or the loop crashed: it ends without a value.
   expire(): void { if (this.state === RUNNING) { this.forget(); this.settle(undefined, false); } }
 
-  // Its deadline passed. (A timeout's own wait interrupts what it bounds
-  // instead, once, and ends once that has: see `Within`.)
-  timeUp(): void {
-    if (!(this.source instanceof Within)) this.expire();
-    else if (!this.interrupted) interrupt(this.source.inner!, new TimeoutError(`It did not finish within ${this.source.ms} ms.`));
-  }
+  // Its deadline passed. (A timeout does otherwise: see `Timeout`.)
+  timeUp(): void { this.expire(); }
 
-  // A timeout interrupted it: it ends with the TimeoutError. (A timeout's
-  // own wait passes it on, and ends once what it bounds has ended.)
+  // A timeout interrupted it: it ends with the TimeoutError.
   interrupt(error: TimeoutError): void {
     if (this.state > RUNNING) return;
     this.interrupted = true;
     this.result = error;
-    if (this.source instanceof Within && this.state === RUNNING) return interrupt(this.source.inner!, error);
     this.forget();
     this.settle(error, true);
   }
-
-  // (Only a timeout's own wait waits on something: see `Within`.)
-  override countDown(): void { if (this.source instanceof Within) this.source.ready(this); }
 
   // A wait is also a tiny hand-written generator, so that it can go wherever
   // a coroutine can (`yield*`, `loop.run`): while it has not finished, its
@@ -838,9 +829,9 @@ export class Loop {
       // (Yielding a timeout is waiting on what it bounds: that is what we
       // check, after finding its record, here inside the door.)
       let target: Awaitable | undefined = dep;
-      while (target instanceof Wait && target.source instanceof Within) {
-        const within = target.source;
-        target = within.inner ??= within.coro instanceof Wait ? within.coro : recordFor(within.coro, this);
+      while (target instanceof Timeout) {
+        const { coro } = target;
+        target = target.inner ??= coro instanceof Wait ? coro : recordFor(coro, this);
         if (target instanceof Wait && target.source.exclusive && target.state !== NEW && dep?.state === NEW) return new TypeError(TAKEN);
       }
       if (target?.state === RUNNING && (target as Task | Wait).loop !== this) return new Error(ELSEWHERE);
@@ -866,7 +857,7 @@ export class Loop {
     // It leaves what it waits on (a wait left with nobody waiting ends); but
     // a timeout it waits on is interrupted instead, and waited for: it ends
     // once what it bounds has, so nested timeouts each keep their bound.
-    const timeouts = itemsOf(task.waitingOn).filter((item) => item instanceof Wait && item.source instanceof Within && item.state === RUNNING);
+    const timeouts = itemsOf(task.waitingOn).filter((item) => item instanceof Timeout && item.state === RUNNING);
     for (const item of itemsOf(task.waitingOn)) {
       if (timeouts.includes(item)) continue;
       if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
@@ -974,7 +965,7 @@ function closesCycle(task: Task, dep: Task): boolean {
 // when that is a coroutine, the crash cancels it, and then the timeout ends.
 function cancelWait(wait: Wait): void {
   let bounded: Task | Wait = wait;
-  while (bounded instanceof Wait && bounded.source instanceof Within) bounded = bounded.source.inner!;
+  while (bounded instanceof Timeout) bounded = bounded.inner!;
   if (bounded instanceof Wait) bounded.expire();
 }
 
@@ -1077,53 +1068,69 @@ export function sleep(ms: number): Coro<void> { return waitOn(never, checkMs(ms,
  */
 export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefined, false]> {
   mustBeCoro(coro, "timeout(coro, ms)");
-  return waitOn(new Within(coro, checkMs(ms, "timeout(coro, ms)")), ms);
+  return new Timeout(coro, checkMs(ms, "timeout(coro, ms)")) as unknown as Coro<[T, true] | [undefined, false]>;
 }
 
-// A timeout is a wait: a view of what it bounds (`coro`, a coroutine or a
-// wait), with a deadline of its own. Yielding it waits on `coro` (starting
+// A timeout is a wait, and its own source: a view of what it bounds
+// (`coro`, a coroutine or a wait), with a deadline of its own. Yielding it waits on `coro` (starting
 // it, if new), so the loop sees that edge: a cycle through a timeout is
-// found at once. When `coro` has finished, the view resumes whoever yields
-// it with `[value, true]`; when its deadline comes first, it interrupts
+// found at once. When `coro` has finished, the timeout resumes whoever
+// yields it with `[value, true]`; when its deadline comes first, it interrupts
 // `coro` (see `interrupt`), and once `coro` has finished, cleanup included,
 // gives `[undefined, false]`. So a permit of `timeout(sem.acquire(), ms)`
 // goes straight to the coroutine that yields the timeout, with no coroutine
 // in between to lose it; and two timeouts of one coroutine see one outcome.
-// An interrupted timeout passes the interruption on, so nested timeouts
-// each keep their bound.
-class Within implements Source {
+class Timeout extends Wait implements Source {
   coro: Coro;
-  inner: Task | Wait | null = null; // (the record of `coro`, once the view is yielded)
+  inner: Task | Wait | null = null; // (the record of `coro`, found when the timeout is yielded: see `#read`)
   ms: number;
   exclusive: boolean; // (as what it bounds is)
-  constructor(coro: Coro, ms: number) { this.coro = coro; this.ms = ms; this.exclusive = coro instanceof Wait && coro.source.exclusive === true; }
-
-  add(view: Wait): void {
-    const loop = view.loop!;
-    const inner = this.inner!; // (found when the view was read: see `#read`)
-    if (inner.state > RUNNING) return this.ready(view);
-    inner.addWaiter(view);
-    if (inner.state === NEW) inner instanceof Task ? loop.begin(inner) : inner.register(loop);
+  constructor(coro: Coro, ms: number) {
+    super(never, ms);
+    this.source = this; // (it is its own source)
+    this.coro = coro;
+    this.ms = ms;
+    this.exclusive = coro instanceof Wait && coro.source.exclusive === true;
   }
 
-  // What it bounds has finished (or had, when the view was yielded). A
-  // coroutine that answered its TimeoutError with a value did not return in
-  // time either; one that failed otherwise passes its error on.
-  ready(view: Wait): void {
+  // Yielded: it waits on what it bounds, starting it if new.
+  add(): void {
     const inner = this.inner!;
-    if (view.interrupted) view.settle(view.result, true); // (an outer timeout interrupted us)
-    else if (inner.state === FAILED && !timedOut(inner)) view.settle(inner.result, true);
-    else view.fire(inner.state === RETURNED && !inner.interrupted ? [inner.result, true] : [undefined, false]);
+    if (inner.state > RUNNING) return this.ready();
+    inner.addWaiter(this);
+    if (inner.state === NEW) inner instanceof Task ? this.loop!.begin(inner) : inner.register(this.loop!);
   }
 
-  // The view's value was taken, or not: so was the inner wait's. Or nobody
-  // waits on the view any more: then it stops waiting, too.
+  // What it bounds has finished (or had, when it was yielded). A coroutine
+  // that answered its TimeoutError with a value did not return in time
+  // either; one that failed otherwise passes its error on.
+  ready(): void {
+    const inner = this.inner!;
+    if (this.interrupted) this.settle(this.result, true); // (an outer timeout interrupted us)
+    else if (inner.state === FAILED && !timedOut(inner)) this.settle(inner.result, true);
+    else this.fire(inner.state === RETURNED && !inner.interrupted ? [inner.result, true] : [undefined, false]);
+  }
+  override countDown(): void { this.ready(); }
+
+  // Its value was taken, or not: so was the inner wait's. Or nobody waits
+  // on it any more: then it stops waiting, too.
   taken(): void { if (this.inner instanceof Wait) this.inner.leave(true); }
-  drop(view: Wait): void {
+  drop(): void {
     const inner = this.inner;
-    if (view.state === RETURNED) return inner instanceof Wait ? inner.leave(false) : undefined;
-    if (inner === null || !itemsOf(inner.waiters).includes(view)) return;
-    if (inner.dropWaiter(view) === 0 && inner instanceof Wait) inner.reset();
+    if (this.state === RETURNED) return inner instanceof Wait ? inner.leave(false) : undefined;
+    if (inner === null || !itemsOf(inner.waiters).includes(this)) return;
+    if (inner.dropWaiter(this) === 0 && inner instanceof Wait) inner.reset();
+  }
+
+  // Its deadline passed: it interrupts what it bounds, once, and ends once
+  // that has ended. Interrupted itself by an outer timeout, it passes the
+  // interruption on, so nested timeouts each keep their bound.
+  override timeUp(): void { if (!this.interrupted) interrupt(this.inner!, new TimeoutError(`It did not finish within ${this.ms} ms.`)); }
+  override interrupt(error: TimeoutError): void {
+    if (this.state !== RUNNING) return super.interrupt(error);
+    this.interrupted = true;
+    this.result = error;
+    interrupt(this.inner!, error);
   }
 }
 
