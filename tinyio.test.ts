@@ -1479,6 +1479,36 @@ describe("Loop", () => {
     assert.match(message, /Deadlock/);
     assert.ok(ms < 3000, `Deadlock after ${ms.toFixed(0)} ms`);
   });
+
+  it("keeps one record for a coroutine that refuses the record's property, or takes it and keeps nothing: frozen, sealed, non-extensible, proxies whose set trap says no, throws, or says yes and stores nothing", () => {
+    const forward = (target: Coro): ProxyHandler<Coro> => ({ get: (t, key) => { const v = Reflect.get(t, key); return typeof v === "function" ? v.bind(t) : v; } });
+    const kinds: [string, (g: Coro) => Coro][] = [
+      ["frozen", (g) => Object.freeze(g)],
+      ["sealed", (g) => Object.seal(g)],
+      ["non-extensible", (g) => Object.preventExtensions(g)],
+      ["a proxy whose set says no", (g) => new Proxy(g, { ...forward(g), set: () => false })],
+      ["a proxy whose set throws", (g) => new Proxy(g, { ...forward(g), set: () => { throw new Error("no"); } })],
+      ["a proxy whose set says yes and stores nothing", (g) => new Proxy(g, { ...forward(g), set: () => true })],
+    ];
+    for (const [what, wrap] of kinds) {
+      let starts = 0;
+      function* counted(): Coro<number> {
+        starts++;
+        yield;
+        yield;
+        return 2;
+      }
+      const c = wrap(counted());
+      function* main(): Coro<unknown> {
+        yield new Set([c]);
+        return [yield [c, c], yield c];
+      }
+      const loop = new tinyio.Loop();
+      assert.deepEqual(loop.run(main()), [[2, 2], 2], what);
+      assert.equal(loop.run(c), 2, what);
+      assert.equal(starts, 1, `${what}: started ${starts} times`);
+    }
+  });
 });
 
 // Errors and cancellation
@@ -2565,6 +2595,18 @@ describe("Synchronisation", () => {
     const error = run(releasesTwice());
     assert.ok(error instanceof Error, kindOf(error));
     assert.match(error.message, /releas/i);
+  });
+
+  it("gives a permit back through `release` or `[Symbol.dispose]` taken off the permit (detached, as `stack.defer(permit[Symbol.dispose])` does)", () => {
+    const semaphore = new tinyio.Semaphore(1);
+    function* detached(how: "release" | "dispose"): Coro<void> {
+      const permit: tinyio.Release = yield semaphore.acquire();
+      const giveBack = how === "release" ? permit.release : permit[Symbol.dispose];
+      giveBack();
+    }
+    run(detached("release"));
+    run(detached("dispose"));
+    assert.deepEqual(run(tinyio.timeout(detached("release"), 1000)), [undefined, true], "the permit did not come back");
   });
 
   it("does nothing on `[Symbol.dispose]()` after an explicit release()", () => {
@@ -4673,6 +4715,38 @@ describe("Isolation", () => {
     const during = log.slice(log.indexOf("step"), log.lastIndexOf("step"));
     const ticks = during.filter((entry) => entry === "tick").length;
     assert.ok(ticks >= 10, `the ticker ran ${ticks} times during 100 nested steps of 5 ms`);
+  });
+
+  it("gives back what a nested loop closed early by its driver had handed out: a permit, a queue item, to a coroutine that had not resumed to take it", async () => {
+    // The outer coroutine swallows its cancellation, so the outer loop
+    // closes it with return(), which closes the isolate's nested loop while
+    // its `busy` coroutine holds the turn and `taker` has been handed its
+    // value but not resumed.
+    const spin = (ms: number) => { const end = performance.now() + ms; while (performance.now() < end); };
+    function* busy(): Coro<void> {
+      spin(20);
+      yield;
+    }
+    function* closedEarly(taker: () => Coro<unknown>): Coro<void> {
+      function* swallower(): Coro<void> {
+        try { yield tinyio.sleep(10_000); } catch { /* swallowed */ }
+        yield* tinyio.isolate((function* (): Coro<void> { yield [taker(), busy()]; })());
+      }
+      yield [swallower(), failAfter(5, new Error("boom"))];
+    }
+    const semaphore = new tinyio.Semaphore(1);
+    const queue = new tinyio.Queue<number>();
+    run((function* (): Coro<void> { yield queue.put(7); })());
+    const warnings = await collectWarnings(() => {
+      assert.throws(() => run(closedEarly(function* () {
+        const permit: tinyio.Release = yield semaphore.acquire();
+        try { yield tinyio.sleep(1); } finally { permit.release(); }
+      })), /boom/);
+      assert.throws(() => run(closedEarly(function* () { return yield queue.get(); })), /boom/);
+    });
+    assert.equal(warnings.length, 2, warnings.join("\n"));
+    assert.deepEqual(run(tinyio.timeout(semaphore.acquire(), 1000))[1], true, "the permit was lost");
+    assert.equal(queue.size, 1, "the item was lost");
   });
 });
 

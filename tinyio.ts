@@ -247,14 +247,16 @@ function taskOf(coro: Coro): Task | undefined {
 
 // A coroutine's record, made (in state NEW) if it has none yet.
 function recordFor(coro: Coro, loop: Loop): Task {
-  let task = taskOf(coro);
-  if (task !== undefined) return task;
-  task = new Task(coro, loop);
+  const found = taskOf(coro);
+  if (found !== undefined) return found;
+  const task = new Task(coro, loop);
   try {
     (coro as { [RECORD]?: Task })[RECORD] = task;
   } catch {
-    refused.set(coro, task); // (a module is strict code, where a refused assignment throws)
+    // (refused, in strict code: we look below)
   }
+  // Refused, silently in sloppy code, or not kept (a proxy that says yes):
+  if (taskOf(coro) !== task) refused.set(coro, task);
   return task;
 }
 
@@ -646,6 +648,8 @@ export class Loop {
       // Closed early by its driver (`isolate`'s own coroutine was closed):
       // close every coroutine we would otherwise abandon.
       for (let task = this.oldest; task !== null; task = this.oldest) {
+        stopWaiting(task, itemsOf(task.waitingOn));
+        task.waitingOn = undefined;
         this.#close(task);
         this.#finish(task, new CancelledError("Closed, with the loop that ran it."), true);
       }
@@ -858,11 +862,7 @@ export class Loop {
     // a timeout it waits on is interrupted instead, and waited for: it ends
     // once what it bounds has, so nested timeouts each keep their bound.
     const timeouts = itemsOf(task.waitingOn).filter((item) => item instanceof Timeout && item.state === RUNNING);
-    for (const item of itemsOf(task.waitingOn)) {
-      if (timeouts.includes(item)) continue;
-      if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
-      else if (item.state === RUNNING && item.dropWaiter(task) === 0 && item instanceof Wait) item.reset();
-    }
+    stopWaiting(task, itemsOf(task.waitingOn).filter((item) => !timeouts.includes(item)));
     task.waitingOn = timeouts.length > 0 ? timeouts : undefined;
     if (task.count === 0) return; // (queued already)
     task.count = timeouts.length + 1; // (one too high while we interrupt, as in `#schedule`)
@@ -939,6 +939,16 @@ export class Loop {
     if (group === false || (group === undefined && others.length === 0)) throw error;
     const held = group ? errors : others;
     throw new AggregateError([error, ...held], `A tinyio coroutine failed (${describe(error)}), and ${held.length} more error(s) were raised while cancelling the others.`);
+  }
+}
+
+// `task` stops waiting on `items`, for good: a wait that fired gives back
+// the value it held for it, and a wait left with nobody waiting goes back
+// to NEW (so that it holds no place in its source's line).
+function stopWaiting(task: Task, items: Awaitable[]): void {
+  for (const item of items) {
+    if (item instanceof Wait && item.state !== RUNNING) item.leave(false);
+    else if (item.state === RUNNING && item.dropWaiter(task) === 0 && item instanceof Wait) item.reset();
   }
 }
 
@@ -1220,8 +1230,8 @@ export class Semaphore {
   }
 }
 
-// A permit knows its semaphore until it is given back. (`release` is an
-// arrow, so that it works detached too, as in `finally(permit.release)`.)
+// A permit knows its semaphore until it is given back. (Its methods are
+// arrows, so that they work detached too, as in `stack.defer(p.release)`.)
 class Permit implements Release {
   #semaphore: Semaphore | null;
   constructor(semaphore: Semaphore) { this.#semaphore = semaphore; }
@@ -1233,7 +1243,7 @@ class Permit implements Release {
     semaphore.giveBack();
   };
 
-  [Symbol.dispose](): void { if (this.#semaphore !== null) this.release(); }
+  [Symbol.dispose] = (): void => { if (this.#semaphore !== null) this.release(); };
 }
 
 /**
