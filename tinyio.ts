@@ -275,7 +275,6 @@ const isTimeoutOf = (coro: Coro, error: unknown): boolean => timedOut(recordOf(c
 // `instanceof`, for values that users hand us: a proxy's trap may throw.
 function isA(value: unknown, type: Function): boolean { try { return value instanceof type; } catch { return false; } }
 
-
 // A `Wait` comes from a `Source` (an `Event`, a `Semaphore`, a `Queue`, a
 // worker thread), which fires it, maybe with a value: a permit, for a
 // semaphore. Its deadline, if it has one, sits in its loop's timer heap.
@@ -866,7 +865,7 @@ export class Loop {
     task.waitingOn = timeouts.length > 0 ? timeouts : undefined;
     if (task.count === 0) return; // (queued already)
     task.count = timeouts.length + 1; // (one too high while we interrupt, as in `#schedule`)
-    for (const view of timeouts) (view as Wait).interrupt(error);
+    for (const view of timeouts) (view as Timeout).interrupt(error);
     task.countDown();
   }
 
@@ -1082,12 +1081,12 @@ export function timeout<T>(coro: Coro<T>, ms: number): Coro<[T, true] | [undefin
 }
 
 // A timeout is a wait, and its own source: a view of what it bounds
-// (`coro`, a coroutine or a wait), with a deadline of its own. Yielding it waits on `coro` (starting
-// it, if new), so the loop sees that edge: a cycle through a timeout is
-// found at once. When `coro` has finished, the timeout resumes whoever
-// yields it with `[value, true]`; when its deadline comes first, it interrupts
-// `coro` (see `interrupt`), and once `coro` has finished, cleanup included,
-// gives `[undefined, false]`. So a permit of `timeout(sem.acquire(), ms)`
+// (`coro`, a coroutine or a wait), with a deadline of its own. Yielding it
+// waits on `coro` (starting it, if new), so the loop sees that edge: a
+// cycle through a timeout is found at once. When `coro` has finished, the
+// timeout resumes whoever yields it with `[value, true]`; when its deadline
+// comes first, it interrupts `coro` (see `interrupt`), and once `coro` has
+// finished, cleanup included, gives `[undefined, false]`. So a permit of `timeout(sem.acquire(), ms)`
 // goes straight to the coroutine that yields the timeout, with no coroutine
 // in between to lose it; and two timeouts of one coroutine see one outcome.
 class Timeout extends Wait implements Source {
@@ -1742,7 +1741,6 @@ export class ThreadPool {
     return new Thread();
   }
 }
-
 
 // One call on one worker: post it, and wait for its answer. Then the worker
 // goes back to `idle` if it answered normally, and is retired otherwise.
